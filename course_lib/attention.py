@@ -1,0 +1,518 @@
+"""Attention, from primitives: the reference answers of notebook 04, plus the pieces of notebook 08.
+
+Read top-down, each function builds on the ones above it:
+
+1. ``attention_scores`` -> ``causal_mask`` -> ``scaled_dot_product_attention``: one head.
+2. ``split_heads`` / ``merge_heads`` -> ``multi_head_self_attention``: GPT-2's attention layer.
+3. ``rotate_half`` -> ``rope_cos_sin`` -> ``apply_rope`` (+ ``to_interleaved``/``to_half_split``):
+   rotary position embeddings as Llama uses them.
+4. ``repeat_kv``: grouped-query attention shares one key/value head among several query heads.
+5. ``KVCache`` and ``causal_attention``: what the models in ``course_lib.gpt`` and
+   ``course_lib.llama`` run at speed (fused kernel, keys and values kept between decoding steps).
+
+Conventions: weights use the ``torch.nn.Linear`` layout ``(d_out, d_in)``, so ``y = x @ W.T + b``;
+a boolean mask is ``True`` where a query may attend to a key; RoPE uses Hugging Face's
+half-split ("rotate_half") layout. Shapes: ``B`` batch, ``T`` time, ``C`` channels, ``H`` heads,
+``D`` head size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "attention_scores",
+    "causal_mask",
+    "scaled_dot_product_attention",
+    "split_heads",
+    "merge_heads",
+    "multi_head_self_attention",
+    "rotate_half",
+    "rope_cos_sin",
+    "apply_rope",
+    "to_interleaved",
+    "to_half_split",
+    "repeat_kv",
+    "KVCache",
+    "causal_attention",
+]
+
+
+def _require_tensor(name: str, x: object, min_dim: int = 0) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}: wrap it in torch.tensor(...)")
+    if x.dim() < min_dim:
+        raise ValueError(f"{name} must have at least {min_dim} dims, got shape {tuple(x.shape)}")
+
+
+def _require_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+
+
+# ------------------------------------------------------------------------------------------------
+# 1. One head of attention
+# ------------------------------------------------------------------------------------------------
+
+
+def attention_scores(q: Tensor, k: Tensor) -> Tensor:
+    """Scaled dot products between every query and every key.
+
+    Args:
+        q: queries (..., Tq, D).
+        k: keys (..., Tk, D); leading dims broadcast with q's.
+
+    Returns:
+        Scores (..., Tq, Tk): ``q @ k^T / sqrt(D)``. Dividing by ``sqrt(D)`` keeps the scores'
+        variance near 1 whatever the head size, so the softmax does not saturate.
+
+    Example:
+        >>> attention_scores(torch.ones(1, 4), torch.ones(2, 4))
+        tensor([[2., 2.]])
+    """
+    _require_tensor("q", q, 2)
+    _require_tensor("k", k, 2)
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q and k must share their last dim (the head size D), got q {tuple(q.shape)} and "
+            f"k {tuple(k.shape)}: project queries and keys to the same size"
+        )
+    return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+
+
+def causal_mask(T: int, *, device: torch.device | str | None = None) -> Tensor:
+    """The causal mask: query ``i`` may attend to key ``j`` exactly when ``j <= i``.
+
+    Args:
+        T: sequence length.
+        device: where to create the mask (default: the CPU).
+
+    Returns:
+        Bool (T, T), True on and below the diagonal.
+
+    Example:
+        >>> causal_mask(3).int()
+        tensor([[1, 0, 0],
+                [1, 1, 0],
+                [1, 1, 1]], dtype=torch.int32)
+    """
+    _require_int("T", T, 0)
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+
+def scaled_dot_product_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """Attention for one or more heads: softmax over the keys of the scaled scores, times values.
+
+    Args:
+        q: queries (..., Tq, D).
+        k: keys (..., Tk, D).
+        v: values (..., Tk, Dv).
+        mask: optional bool tensor broadcastable to (..., Tq, Tk); True means "may attend"
+            (as in ``torch.nn.functional.scaled_dot_product_attention``).
+
+    Returns:
+        ``(out, weights)``: out (..., Tq, Dv), weights (..., Tq, Tk). Each row of ``weights``
+        sums to 1 and masked entries are exactly 0.
+
+    Raises:
+        ValueError: a query row is fully masked (its softmax would be 0/0); every query needs
+            at least one key it may attend to (with a causal mask, itself).
+    """
+    _require_tensor("v", v, 2)
+    scores = attention_scores(q, k)  # (..., Tq, Tk)
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"k and v must have the same number of positions, got k {tuple(k.shape)} and v {tuple(v.shape)}"
+        )
+    if mask is not None:
+        _require_tensor("mask", mask)
+        if mask.dtype != torch.bool:
+            raise TypeError(
+                f"mask must be a bool tensor (True = may attend), got {mask.dtype}: use mask.bool() "
+                "or build it with causal_mask(T)"
+            )
+        try:
+            torch.broadcast_shapes(mask.shape, scores.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape "
+                f"{tuple(scores.shape)} (..., Tq, Tk)"
+            ) from None
+        if not mask.any(dim=-1).all():
+            raise ValueError(
+                "a query row of the mask is all False, so it may attend to nothing: give every "
+                "query at least one key (a causal mask always keeps the diagonal)"
+            )
+        scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: masked weights are exactly 0
+    weights = torch.softmax(scores, dim=-1)  # over the keys
+    return weights @ v, weights
+
+
+# ------------------------------------------------------------------------------------------------
+# 2. Many heads: GPT-2's attention layer
+# ------------------------------------------------------------------------------------------------
+
+
+def split_heads(x: Tensor, n_heads: int) -> Tensor:
+    """Cut the channels into ``n_heads`` heads: head ``h`` gets channels ``h*D:(h+1)*D``.
+
+    Args:
+        x: (B, T, C), with C divisible by n_heads.
+        n_heads: number of heads H.
+
+    Returns:
+        (B, H, T, D) with D = C // H.
+    """
+    _require_tensor("x", x)
+    _require_int("n_heads", n_heads, 1)
+    if x.dim() != 3:
+        raise ValueError(f"x must be (B, T, C), got shape {tuple(x.shape)}: add a batch dim with x[None]")
+    B, T, C = x.shape
+    if C % n_heads:
+        raise ValueError(f"n_heads={n_heads} must divide the channels C={C}: pick a divisor of {C}")
+    return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)  # (B, H, T, D)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """Put the heads side by side again: the inverse of ``split_heads``.
+
+    Args:
+        x: (B, H, T, D).
+
+    Returns:
+        (B, T, H*D).
+    """
+    _require_tensor("x", x)
+    if x.dim() != 4:
+        raise ValueError(f"x must be (B, H, T, D), got shape {tuple(x.shape)}")
+    B, H, T, D = x.shape
+    return x.transpose(1, 2).reshape(B, T, H * D)
+
+
+def multi_head_self_attention(
+    x: Tensor,
+    w_qkv: Tensor,
+    b_qkv: Tensor | None,
+    w_out: Tensor,
+    b_out: Tensor | None,
+    n_heads: int,
+) -> Tensor:
+    """Causal multi-head self-attention with GPT-2's fused q, k, v projection.
+
+    Args:
+        x: (B, T, C).
+        w_qkv: (3C, C) and b_qkv: (3C,) (or None); ``x @ w_qkv.T + b_qkv`` holds q, k, v in that
+            order along the last dim.
+        w_out: (C, C) and b_out: (C,) (or None): the output projection.
+        n_heads: number of heads H; must divide C.
+
+    Returns:
+        (B, T, C).
+    """
+    _require_tensor("x", x)
+    if x.dim() != 3:
+        raise ValueError(f"x must be (B, T, C), got shape {tuple(x.shape)}: add a batch dim with x[None]")
+    C = x.shape[-1]
+    _check_linear("w_qkv", "b_qkv", w_qkv, b_qkv, 3 * C, C)
+    _check_linear("w_out", "b_out", w_out, b_out, C, C)
+    qkv = F.linear(x, w_qkv, b_qkv)  # (B, T, 3C)
+    q, k, v = (split_heads(t, n_heads) for t in qkv.split(C, dim=-1))  # each (B, H, T, D)
+    out, _ = scaled_dot_product_attention(q, k, v, causal_mask(x.shape[1], device=x.device))
+    return F.linear(merge_heads(out), w_out, b_out)  # (B, T, C)
+
+
+def _check_linear(w_name: str, b_name: str, w: Tensor, b: Tensor | None, d_out: int, d_in: int) -> None:
+    _require_tensor(w_name, w)
+    if tuple(w.shape) != (d_out, d_in):
+        hint = ": transpose it (nn.Linear layout is (d_out, d_in))" if tuple(w.shape) == (d_in, d_out) else ""
+        raise ValueError(f"{w_name} must be ({d_out}, {d_in}), got {tuple(w.shape)}{hint}")
+    if b is not None:
+        _require_tensor(b_name, b)
+        if tuple(b.shape) != (d_out,):
+            raise ValueError(f"{b_name} must be ({d_out},), got {tuple(b.shape)}")
+
+
+# ------------------------------------------------------------------------------------------------
+# 3. Rotary position embeddings (RoPE), Hugging Face's half-split layout
+# ------------------------------------------------------------------------------------------------
+
+
+def _require_even_last_dim(name: str, x: Tensor) -> None:
+    if x.shape[-1] % 2:
+        raise ValueError(
+            f"{name} needs an even last dim (RoPE rotates pairs of channels), got {x.shape[-1]}: "
+            "use an even head size"
+        )
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """Map the halves ``[x1, x2]`` of the last dim to ``[-x2, x1]``.
+
+    Channel ``i`` and channel ``i + D/2`` form one 2-D pair; this is the 90-degree turn of every
+    pair, so that ``x * cos + rotate_half(x) * sin`` rotates each pair by its angle.
+
+    Args:
+        x: (..., D), D even.
+
+    Returns:
+        (..., D).
+
+    Example:
+        >>> rotate_half(torch.tensor([1., 2., 3., 4.]))
+        tensor([-3., -4.,  1.,  2.])
+    """
+    _require_tensor("x", x, 1)
+    _require_even_last_dim("x", x)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def rope_cos_sin(
+    positions: Tensor | int,
+    head_dim: int,
+    theta: float = 10000.0,
+    *,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Cosines and sines of the rotary angles, laid out for ``apply_rope`` (half-split).
+
+    Pair ``i`` (channels ``i`` and ``i + D/2``) at position ``p`` turns by the angle
+    ``p * theta ** (-2i / D)``: fast turns for the first pairs, slow ones for the last.
+
+    Args:
+        positions: int positions (T,) (or any shape (..., T)), or an int T meaning 0..T-1.
+        head_dim: D, even.
+        theta: the base of the frequencies (10 000 in the RoPE paper; SmolLM2 uses 100 000).
+        device: where to build the tables when ``positions`` is an int.
+
+    Returns:
+        ``(cos, sin)``, each float32 (..., T, D); both halves of the last dim repeat the same
+        D/2 angles.
+    """
+    _require_int("head_dim", head_dim, 2)
+    if head_dim % 2:
+        raise ValueError(f"head_dim must be even (RoPE rotates pairs of channels), got {head_dim}")
+    if theta <= 0:
+        raise ValueError(f"theta must be positive, got {theta}")
+    if isinstance(positions, int) and not isinstance(positions, bool):
+        positions = torch.arange(positions, device=device)
+    _require_tensor("positions", positions)
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim))
+    angles = positions.float()[..., None] * inv_freq  # (..., T, D/2)
+    angles = torch.cat((angles, angles), dim=-1)  # (..., T, D)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate every channel pair of ``x`` by its position's angle (half-split layout).
+
+    Args:
+        x: (..., T, D), for example queries or keys (B, H, T, D).
+        cos, sin: (T, D) from ``rope_cos_sin`` (or anything broadcastable to x).
+
+    Returns:
+        Same shape and dtype as x: ``x * cos + rotate_half(x) * sin``.
+    """
+    _require_tensor("x", x, 2)
+    _require_tensor("cos", cos, 2)
+    _require_tensor("sin", sin, 2)
+    _require_even_last_dim("x", x)
+    if cos.shape != sin.shape:
+        raise ValueError(f"cos and sin must have the same shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
+    if cos.shape[-2:] != x.shape[-2:]:
+        raise ValueError(
+            f"cos/sin end in {tuple(cos.shape[-2:])} but x ends in (T, D) = {tuple(x.shape[-2:])}: "
+            "build them with rope_cos_sin(positions, head_dim=D) for x's T positions"
+        )
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # as HF: the rotation runs in x's dtype
+    return x * cos + rotate_half(x) * sin
+
+
+def to_interleaved(x: Tensor) -> Tensor:
+    """Reorder the last dim from half-split ``[a0..a(n-1), b0..b(n-1)]`` to ``[a0, b0, a1, b1, ...]``.
+
+    The original RoPE paper (and Meta's Llama code) rotates adjacent channels ``(2i, 2i+1)``;
+    Hugging Face rotates ``(i, i + D/2)``. Both are the same rotation up to this permutation.
+
+    Args:
+        x: (..., D), D even.
+
+    Returns:
+        (..., D).
+
+    Example:
+        >>> to_interleaved(torch.tensor([0, 1, 2, 10, 11, 12]))
+        tensor([ 0, 10,  1, 11,  2, 12])
+    """
+    _require_tensor("x", x, 1)
+    _require_even_last_dim("x", x)
+    D = x.shape[-1]
+    return x.unflatten(-1, (2, D // 2)).transpose(-1, -2).flatten(-2)
+
+
+def to_half_split(x: Tensor) -> Tensor:
+    """Reorder the last dim from interleaved ``[a0, b0, a1, b1, ...]`` to half-split: the inverse
+    of ``to_interleaved``.
+
+    Args:
+        x: (..., D), D even.
+
+    Returns:
+        (..., D).
+    """
+    _require_tensor("x", x, 1)
+    _require_even_last_dim("x", x)
+    D = x.shape[-1]
+    return x.unflatten(-1, (D // 2, 2)).transpose(-1, -2).flatten(-2)
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. Grouped-query attention
+# ------------------------------------------------------------------------------------------------
+
+
+def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
+    """Repeat each key/value head ``n_rep`` times, so H_kv heads serve H = H_kv * n_rep query heads.
+
+    Query head ``h`` uses key/value head ``h // n_rep`` (copies sit next to each other, as in
+    ``torch.repeat_interleave(x, n_rep, dim=1)``).
+
+    Args:
+        x: (B, H_kv, T, D).
+        n_rep: copies of each head (1 returns x unchanged).
+
+    Returns:
+        (B, H_kv * n_rep, T, D).
+    """
+    _require_tensor("x", x)
+    _require_int("n_rep", n_rep, 1)
+    if x.dim() != 4:
+        raise ValueError(f"x must be (B, H_kv, T, D), got shape {tuple(x.shape)}")
+    if n_rep == 1:
+        return x
+    B, H_kv, T, D = x.shape
+    return x[:, :, None].expand(B, H_kv, n_rep, T, D).reshape(B, H_kv * n_rep, T, D)
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. What the models run: a KV cache and the fused causal kernel
+# ------------------------------------------------------------------------------------------------
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, one (keys, values) pair per layer.
+
+    While generating, each new token needs the keys and values of all earlier tokens; keeping
+    them turns every step from O(T) token passes into one. Layer ``i`` calls
+    ``update(i, k_new, v_new)`` and gets back all its keys and values so far.
+
+    Example:
+        >>> cache = KVCache()
+        >>> k, v = cache.update(0, torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5, 4))
+        >>> k, v = cache.update(0, torch.zeros(1, 2, 1, 4), torch.zeros(1, 2, 1, 4))
+        >>> k.shape, cache.get_seq_length(), len(cache)
+        (torch.Size([1, 2, 6, 4]), 6, 1)
+    """
+
+    def __init__(self) -> None:
+        self.keys: list[Tensor] = []  # per layer (B, H_kv, T_past, D)
+        self.values: list[Tensor] = []
+
+    def update(self, layer_idx: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append new keys and values for one layer and return everything that layer has seen.
+
+        Args:
+            layer_idx: the layer (layers are filled in order 0, 1, 2, ... on the first call).
+            k: (B, H_kv, T_new, D) new keys.
+            v: (B, H_kv, T_new, Dv) new values.
+
+        Returns:
+            ``(keys, values)``, (B, H_kv, T_past + T_new, D) and (..., Dv).
+        """
+        _require_tensor("k", k)
+        _require_tensor("v", v)
+        if k.dim() != 4 or v.dim() != 4 or k.shape[:3] != v.shape[:3]:
+            raise ValueError(
+                f"k and v must be (B, H_kv, T_new, D) with the same B, H_kv, T_new, got "
+                f"{tuple(k.shape)} and {tuple(v.shape)}"
+            )
+        _require_int("layer_idx", layer_idx, 0)
+        n = len(self.keys)
+        if layer_idx == n:  # first tokens for this layer
+            self.keys.append(k)
+            self.values.append(v)
+        elif layer_idx < n:
+            old_k = self.keys[layer_idx]
+            if old_k.shape[:2] != k.shape[:2] or old_k.shape[3] != k.shape[3]:
+                raise ValueError(
+                    f"layer {layer_idx} holds keys {tuple(old_k.shape)} but got new keys "
+                    f"{tuple(k.shape)}: batch, heads and head size must stay the same "
+                    "(start a new KVCache for a new batch)"
+                )
+            self.keys[layer_idx] = torch.cat((old_k, k), dim=-2)
+            self.values[layer_idx] = torch.cat((self.values[layer_idx], v), dim=-2)
+        else:
+            raise ValueError(f"layer_idx={layer_idx} skips layers: the cache holds {n}, fill layer {n} next")
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Number of positions cached for ``layer_idx`` (0 for an empty cache)."""
+        if layer_idx >= len(self.keys):
+            return 0
+        return self.keys[layer_idx].shape[-2]
+
+    def reorder(self, beam_idx: Tensor) -> None:
+        """Keep batch rows ``beam_idx`` (in that order) in every layer, for beam search.
+
+        Args:
+            beam_idx: LongTensor (B_new,) of batch rows; rows may repeat.
+        """
+        _require_tensor("beam_idx", beam_idx)
+        if beam_idx.dim() != 1 or beam_idx.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"beam_idx must be a 1-D integer tensor, got {beam_idx.dtype} {tuple(beam_idx.shape)}")
+        for i in range(len(self.keys)):
+            idx = beam_idx.to(self.keys[i].device)
+            self.keys[i] = self.keys[i].index_select(0, idx)
+            self.values[i] = self.values[i].index_select(0, idx)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __repr__(self) -> str:
+        shape = tuple(self.keys[0].shape) if self.keys else None
+        return f"KVCache(layers={len(self)}, keys[0]={shape})"
+
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0) -> Tensor:
+    """Causal attention through torch's fused kernel, for queries that are the last Tq of Tk positions.
+
+    Without a cache Tq == Tk and the mask is the plain ``causal_mask``. With a cache the queries
+    are the newest tokens: query ``i`` sits at position ``Tk - Tq + i`` and sees keys up to it.
+    ``tests/test_attention.py`` proves this equals ``scaled_dot_product_attention`` above.
+
+    Args:
+        q: (B, H, Tq, D).
+        k: (B, H, Tk, D), Tk >= Tq.
+        v: (B, H, Tk, Dv).
+        dropout_p: dropout on the attention weights (pass 0.0 in eval mode).
+
+    Returns:
+        (B, H, Tq, Dv).
+    """
+    Tq, Tk = q.shape[-2], k.shape[-2]
+    if Tq == Tk:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    if Tq == 1:  # one new token sees everything before it
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    if Tq > Tk:
+        raise ValueError(f"more queries ({Tq}) than keys ({Tk}): did the KV cache miss an update?")
+    mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(diagonal=Tk - Tq)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)

@@ -1,0 +1,169 @@
+"""The ``course`` command line (also ``python -m course_lib``).
+
+    course doctor               check the install: versions, device, corpus, SmolLM2
+    course lab                  start JupyterLab on notebooks/
+    course release|validate|grade    the nbgrader pipeline (course_lib.autograde)
+    course train-course-gpt     re-create the shipped course GPT (course_lib.course_gpt)
+
+Subcommands that need heavy imports live in their own modules, each exposing
+``register(subparsers)``; they are imported only when the parser is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+_SUBCOMMAND_MODULES = ["course_lib.autograde", "course_lib.course_gpt"]
+REPO_ROOT = Path(__file__).resolve().parent.parent
+_VERSIONED = ["torch", "transformers", "tokenizers", "nbgrader", "jupyterlab", "numpy", "matplotlib"]
+
+
+def _ensure_venv_on_path() -> None:
+    """nbgrader runs helper executables (``alembic``) through PATH: put our own bin/ first."""
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def doctor(*, load_model: bool = True, corpus_package: str | None = None,
+           model_package: str | None = None) -> int:
+    """Print what the course needs and whether it works here; return 0 if all is well.
+
+    Each problem is printed with the command that fixes it.
+
+    Args:
+        load_model: also load SmolLM2 (a few seconds once cached, about 30 s the first time).
+        corpus_package, model_package: check these package names instead of the real ones
+            (used by the tests to simulate a missing package).
+    """
+    from course_lib import data, pretrained
+
+    problems: list[str] = []
+    print(f"python       {platform.python_version()} ({sys.executable})")
+    if sys.version_info < (3, 11):
+        problems.append("Python 3.11 or newer is needed: create the venv with python3.11")
+    for dist in _VERSIONED:
+        v = _version(dist)
+        print(f"{dist:<12} {v or 'MISSING'}")
+        if v is None:
+            problems.append(f"{dist} is not installed: run `make lab` (or pip install -e .)")
+
+    try:
+        from course_lib import device
+
+        print(f"device       {device()}  (override with COURSE_DEVICE=cpu|cuda|mps)")
+    except Exception as exc:  # a bad COURSE_DEVICE, a broken torch
+        problems.append(f"device: {exc}")
+
+    corpus_package = corpus_package or data.CORPUS_PACKAGE
+    old = data.CORPUS_PACKAGE
+    try:
+        data.CORPUS_PACKAGE = corpus_package
+        data.shakespeare_text.cache_clear()
+        text = data.shakespeare_text()
+        print(f"corpus       OK: {len(data.play_files())} plays, {len(text):,} characters")
+    except Exception as exc:
+        problems.append(f"corpus: {exc}")
+        print("corpus       MISSING")
+    finally:
+        data.CORPUS_PACKAGE = old
+        data.shakespeare_text.cache_clear()
+
+    old = pretrained.SMOLLM2_PACKAGE
+    try:
+        pretrained.SMOLLM2_PACKAGE = model_package or old
+        gguf = pretrained.smollm2_gguf_path()
+        if load_model:
+            model, _ = pretrained.load_smollm2()
+            n = sum(p.numel() for p in model.parameters())
+            print(f"SmolLM2      OK: {n / 1e6:.1f} M parameters, cached in {pretrained.smollm2_cache_path()}")
+        else:
+            print(f"SmolLM2      found {gguf.name} (not loaded)")
+    except Exception as exc:
+        problems.append(f"SmolLM2: {exc}")
+        print("SmolLM2      MISSING")
+    finally:
+        pretrained.SMOLLM2_PACKAGE = old
+
+    if problems:
+        print("\nProblems found:", file=sys.stderr)
+        for p in problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    print("\nAll good: open notebooks/00-welcome to start.")
+    return 0
+
+
+def lab(host: str = "127.0.0.1", port: int = 8888, open_browser: bool = True,
+        extra: list[str] | None = None) -> int:
+    """Start JupyterLab on ``notebooks/`` (``--allow-root`` only when running as root)."""
+    notebooks = REPO_ROOT / "notebooks"
+    if not notebooks.is_dir():
+        print(f"{notebooks} does not exist: run `course release` first", file=sys.stderr)
+        return 1
+    jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent)) or "jupyter"
+    cmd = [jupyter, "lab", f"--notebook-dir={notebooks}", f"--ServerApp.ip={host}",
+           f"--ServerApp.port={port}"]
+    if not open_browser:
+        cmd.append("--no-browser")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    cmd += extra or []
+    print("Starting:", " ".join(cmd), flush=True)
+    return subprocess.call(cmd, cwd=REPO_ROOT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="course", description="LLMs from the ground up: course tools")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("doctor", help="check the install (versions, device, corpus, SmolLM2)")
+    p.add_argument("--no-model", action="store_true", help="do not load SmolLM2")
+    p.add_argument("--corpus-package", help=argparse.SUPPRESS)
+    p.add_argument("--model-package", help=argparse.SUPPRESS)
+    p.set_defaults(func=lambda a: doctor(load_model=not a.no_model, corpus_package=a.corpus_package,
+                                         model_package=a.model_package))
+
+    p = sub.add_parser("lab", help="start JupyterLab on notebooks/")
+    p.add_argument("--host", default=os.environ.get("COURSE_HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("COURSE_PORT", "8888")))
+    p.add_argument("--no-browser", action="store_true")
+    p.add_argument("jupyter_args", nargs=argparse.REMAINDER,
+                   help="anything after -- goes to jupyter lab unchanged")
+    p.set_defaults(func=lambda a: lab(a.host, a.port, not a.no_browser,
+                                      [x for x in a.jupyter_args if x != "--"]))
+
+    for name in _SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _ensure_venv_on_path()
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
