@@ -25,26 +25,28 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "KVCache",
+    "apply_rope",
     "attention_scores",
+    "causal_attention",
     "causal_mask",
-    "scaled_dot_product_attention",
-    "split_heads",
     "merge_heads",
     "multi_head_self_attention",
-    "rotate_half",
-    "rope_cos_sin",
-    "apply_rope",
-    "to_interleaved",
-    "to_half_split",
     "repeat_kv",
-    "KVCache",
-    "causal_attention",
+    "rope_cos_sin",
+    "rotate_half",
+    "scaled_dot_product_attention",
+    "split_heads",
+    "to_half_split",
+    "to_interleaved",
 ]
 
 
 def _require_tensor(name: str, x: object, min_dim: int = 0) -> None:
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}: wrap it in torch.tensor(...)")
+        raise TypeError(
+            f"{name} must be a torch.Tensor, got {type(x).__name__}: wrap it in torch.tensor(...)"
+        )
     if x.dim() < min_dim:
         raise ValueError(f"{name} must have at least {min_dim} dims, got shape {tuple(x.shape)}")
 
@@ -151,7 +153,9 @@ def scaled_dot_product_attention(
                 "a query row of the mask is all False, so it may attend to nothing: give every "
                 "query at least one key (a causal mask always keeps the diagonal)"
             )
-        scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0: masked weights are exactly 0
+        scores = scores.masked_fill(
+            ~mask, float("-inf")
+        )  # exp(-inf) = 0: masked weights are exactly 0
     weights = torch.softmax(scores, dim=-1)  # over the keys
     return weights @ v, weights
 
@@ -174,7 +178,9 @@ def split_heads(x: Tensor, n_heads: int) -> Tensor:
     _require_tensor("x", x)
     _require_int("n_heads", n_heads, 1)
     if x.dim() != 3:
-        raise ValueError(f"x must be (B, T, C), got shape {tuple(x.shape)}: add a batch dim with x[None]")
+        raise ValueError(
+            f"x must be (B, T, C), got shape {tuple(x.shape)}: add a batch dim with x[None]"
+        )
     B, T, C = x.shape
     if C % n_heads:
         raise ValueError(f"n_heads={n_heads} must divide the channels C={C}: pick a divisor of {C}")
@@ -219,7 +225,9 @@ def multi_head_self_attention(
     """
     _require_tensor("x", x)
     if x.dim() != 3:
-        raise ValueError(f"x must be (B, T, C), got shape {tuple(x.shape)}: add a batch dim with x[None]")
+        raise ValueError(
+            f"x must be (B, T, C), got shape {tuple(x.shape)}: add a batch dim with x[None]"
+        )
     C = x.shape[-1]
     _check_linear("w_qkv", "b_qkv", w_qkv, b_qkv, 3 * C, C)
     _check_linear("w_out", "b_out", w_out, b_out, C, C)
@@ -229,10 +237,16 @@ def multi_head_self_attention(
     return F.linear(merge_heads(out), w_out, b_out)  # (B, T, C)
 
 
-def _check_linear(w_name: str, b_name: str, w: Tensor, b: Tensor | None, d_out: int, d_in: int) -> None:
+def _check_linear(
+    w_name: str, b_name: str, w: Tensor, b: Tensor | None, d_out: int, d_in: int
+) -> None:
     _require_tensor(w_name, w)
     if tuple(w.shape) != (d_out, d_in):
-        hint = ": transpose it (nn.Linear layout is (d_out, d_in))" if tuple(w.shape) == (d_in, d_out) else ""
+        hint = (
+            ": transpose it (nn.Linear layout is (d_out, d_in))"
+            if tuple(w.shape) == (d_in, d_out)
+            else ""
+        )
         raise ValueError(f"{w_name} must be ({d_out}, {d_in}), got {tuple(w.shape)}{hint}")
     if b is not None:
         _require_tensor(b_name, b)
@@ -305,7 +319,10 @@ def rope_cos_sin(
     if isinstance(positions, int) and not isinstance(positions, bool):
         positions = torch.arange(positions, device=device)
     _require_tensor("positions", positions)
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim))
+    inv_freq = 1.0 / (
+        theta
+        ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
+    )
     angles = positions.float()[..., None] * inv_freq  # (..., T, D/2)
     angles = torch.cat((angles, angles), dim=-1)  # (..., T, D)
     return angles.cos(), angles.sin()
@@ -326,7 +343,9 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     _require_tensor("sin", sin, 2)
     _require_even_last_dim("x", x)
     if cos.shape != sin.shape:
-        raise ValueError(f"cos and sin must have the same shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
+        raise ValueError(
+            f"cos and sin must have the same shape, got {tuple(cos.shape)} and {tuple(sin.shape)}"
+        )
     if cos.shape[-2:] != x.shape[-2:]:
         raise ValueError(
             f"cos/sin end in {tuple(cos.shape[-2:])} but x ends in (T, D) = {tuple(x.shape[-2:])}: "
@@ -460,7 +479,9 @@ class KVCache:
             self.keys[layer_idx] = torch.cat((old_k, k), dim=-2)
             self.values[layer_idx] = torch.cat((self.values[layer_idx], v), dim=-2)
         else:
-            raise ValueError(f"layer_idx={layer_idx} skips layers: the cache holds {n}, fill layer {n} next")
+            raise ValueError(
+                f"layer_idx={layer_idx} skips layers: the cache holds {n}, fill layer {n} next"
+            )
         return self.keys[layer_idx], self.values[layer_idx]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -477,7 +498,9 @@ class KVCache:
         """
         _require_tensor("beam_idx", beam_idx)
         if beam_idx.dim() != 1 or beam_idx.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"beam_idx must be a 1-D integer tensor, got {beam_idx.dtype} {tuple(beam_idx.shape)}")
+            raise ValueError(
+                f"beam_idx must be a 1-D integer tensor, got {beam_idx.dtype} {tuple(beam_idx.shape)}"
+            )
         for i in range(len(self.keys)):
             idx = beam_idx.to(self.keys[i].device)
             self.keys[i] = self.keys[i].index_select(0, idx)

@@ -1,0 +1,456 @@
+"""GPT-2, written out: config, attention, MLP, block, then the model (notebook 05).
+
+Parameter names follow Hugging Face's ``GPT2LMHeadModel`` (``transformer.h.0.attn.c_attn.weight``,
+...), so loading its weights is a short, explicit key map; the one difference is that our
+projections are ``nn.Linear`` (weights ``(d_out, d_in)``) where GPT-2 uses ``Conv1D``
+(``(d_in, d_out)``).
+
+For speed the modules call torch's fused ops (``F.layer_norm``, ``F.gelu(approximate="tanh")``,
+``F.scaled_dot_product_attention``); ``tests/test_gpt.py`` proves them equal to the teaching
+versions in ``course_lib.functional`` and ``course_lib.attention``.
+
+The model behaves like a Hugging Face causal LM::
+
+    out = model(input_ids, labels=input_ids)          # out.logits (B, T, V), out.loss
+    out = model(prompt, use_cache=True)               # out.past_key_values: a KVCache
+    out = model(next_ids, past_key_values=out.past_key_values)  # continues at the cached position
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from course_lib.attention import KVCache, causal_attention
+
+__all__ = ["GPT", "CausalLMOutput", "GPTConfig", "causal_lm_loss"]
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Shape of a GPT-2 model; field names as in Hugging Face's ``GPT2Config``.
+
+    The defaults are GPT-2 small (124 M parameters).
+    """
+
+    vocab_size: int = 50257
+    n_positions: int = 1024  # longest sequence: the position embedding table has this many rows
+    n_embd: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    layer_norm_epsilon: float = 1e-5
+    tie_word_embeddings: bool = True  # the output layer reuses the token embedding matrix
+    dropout: float = (
+        0.0  # one rate for embeddings, attention weights and residuals (GPT-2 used 0.1)
+    )
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"GPTConfig.{name} must be a positive int, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_head={self.n_head} must divide n_embd={self.n_embd}: each head gets n_embd // n_head channels"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.layer_norm_epsilon <= 0:
+            raise ValueError(f"layer_norm_epsilon must be positive, got {self.layer_norm_epsilon}")
+
+    # Hugging Face's generic names, so code written for any causal LM can read either config.
+    @property
+    def hidden_size(self) -> int:
+        return self.n_embd
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.n_layer
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.n_head
+
+    @property
+    def max_position_embeddings(self) -> int:
+        return self.n_positions
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+@dataclass
+class CausalLMOutput:
+    """What a forward pass returns (the fields of HF's ``CausalLMOutputWithPast`` we use).
+
+    Attributes:
+        logits: (B, T, V) next-token scores at every position.
+        loss: mean cross-entropy over the predicted positions (0-dim), when labels were given.
+        past_key_values: the KV cache, when one was used.
+    """
+
+    logits: Tensor
+    loss: Tensor | None = None
+    past_key_values: KVCache | None = None
+
+    @property
+    def cache(self) -> KVCache | None:
+        """The same cache under the name transformers 5 prefers for its own outputs."""
+        return self.past_key_values
+
+
+def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Next-token cross-entropy as HF computes it: position t predicts ``labels[:, t + 1]``.
+
+    Args:
+        logits: (B, T, V).
+        labels: (B, T) token ids; -100 marks positions to ignore.
+
+    Returns:
+        0-dim mean over the non-ignored predicted positions (computed in float32).
+    """
+    V = logits.shape[-1]
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, V).float(), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+
+
+def resolve_cache(
+    past_key_values: KVCache | None, cache: KVCache | None, use_cache: bool
+) -> KVCache | None:
+    """The cache a forward pass should use: the one given (under either name), a fresh one when
+    ``use_cache`` asks for it, or None."""
+    if past_key_values is not None and cache is not None and past_key_values is not cache:
+        raise ValueError("pass the KV cache once, as past_key_values= or as cache=, not both")
+    cache = past_key_values if past_key_values is not None else cache
+    if cache is None:
+        return KVCache() if use_cache else None
+    if not isinstance(cache, KVCache):
+        raise TypeError(
+            f"past_key_values must be a course_lib.attention.KVCache, got {type(cache).__name__}: "
+            "a Hugging Face cache only works with Hugging Face models"
+        )
+    return cache
+
+
+def check_inputs(
+    input_ids: Tensor, labels: Tensor | None, vocab_size: int, past: int, max_positions: int
+) -> None:
+    """Validate a causal LM's forward arguments (shared by ``GPT`` and ``course_lib.llama.Llama``)."""
+    if not isinstance(input_ids, Tensor):
+        raise TypeError(f"input_ids must be a LongTensor (B, T), got {type(input_ids).__name__}")
+    if input_ids.dim() != 2:
+        raise ValueError(
+            f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}: add a batch dim with input_ids[None]"
+        )
+    if input_ids.dtype not in (torch.int64, torch.int32):
+        raise TypeError(
+            f"input_ids must hold integer token ids, got {input_ids.dtype}: use input_ids.long()"
+        )
+    if input_ids.shape[1] == 0:
+        raise ValueError("input_ids is empty: give at least one token per row")
+    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab_size):
+        raise ValueError(
+            f"token ids must lie in [0, {vocab_size}), got min {input_ids.min().item()} and max "
+            f"{input_ids.max().item()}: was the text encoded with this model's tokenizer?"
+        )
+    if past + input_ids.shape[1] > max_positions:
+        raise ValueError(
+            f"{past} cached + {input_ids.shape[1]} new tokens exceed the model's {max_positions} "
+            f"positions: keep only the last {max_positions} tokens (input_ids[:, -{max_positions}:])"
+        )
+    if labels is not None and (not isinstance(labels, Tensor) or labels.shape != input_ids.shape):
+        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(
+            f"labels must have input_ids' shape {tuple(input_ids.shape)}, got {shape}: pass labels=input_ids "
+            "(the model shifts them by one itself)"
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# The pieces
+# ------------------------------------------------------------------------------------------------
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention: ``multi_head_self_attention`` from notebook 04, as a module."""
+
+    def __init__(self, config: GPTConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.layer_idx = layer_idx  # which slot of the KV cache is ours
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (
+            t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v)
+        )  # (B, H, T, D)
+        if cache is not None:
+            k, v = cache.update(self.layer_idx, k, v)  # (B, H, T_past + T, D)
+        y = causal_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: expand 4x, GELU (tanh form, GPT-2's ``gelu_new``), project back."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``."""
+
+    def __init__(self, config: GPTConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
+        x = x + self.attn(self.ln_1(x), cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+# Hugging Face's GPT-2 stores these four projections as Conv1D, whose weight is (d_in, d_out)
+# because it computes x @ W + b. nn.Linear stores (d_out, d_in) and computes x @ W.T + b, so the
+# same numbers must be transposed on the way in and out.
+_CONV1D_WEIGHTS = (
+    "attn.c_attn.weight",
+    "attn.c_proj.weight",
+    "mlp.c_fc.weight",
+    "mlp.c_proj.weight",
+)
+_BLOCK_KEYS = (
+    "ln_1.weight", "ln_1.bias",
+    "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias",
+    "ln_2.weight", "ln_2.bias",
+    "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias",
+)  # fmt: skip
+
+
+def _hf_key_map(config: GPTConfig) -> list[tuple[str, bool]]:
+    """Every parameter name (identical in both models) with whether it is transposed in HF."""
+    keys = [("transformer.wte.weight", False), ("transformer.wpe.weight", False)]
+    for i in range(config.n_layer):
+        keys += [(f"transformer.h.{i}.{name}", name in _CONV1D_WEIGHTS) for name in _BLOCK_KEYS]
+    keys += [("transformer.ln_f.weight", False), ("transformer.ln_f.bias", False)]
+    if not config.tie_word_embeddings:  # tied: lm_head.weight *is* wte.weight
+        keys.append(("lm_head.weight", False))
+    return keys
+
+
+# ------------------------------------------------------------------------------------------------
+# The model
+# ------------------------------------------------------------------------------------------------
+
+
+class GPT(nn.Module):
+    """GPT-2: token + position embeddings, ``n_layer`` pre-LN blocks, final LayerNorm, output layer.
+
+    Example:
+        >>> model = GPT(GPTConfig(vocab_size=100, n_positions=16, n_embd=32, n_layer=2, n_head=4))
+        >>> model(torch.tensor([[1, 2, 3]])).logits.shape
+        torch.Size([1, 3, 100])
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            {
+                "wte": nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
+                "wpe": nn.Embedding(
+                    config.n_positions, config.n_embd
+                ),  # learned position embeddings
+                "drop": nn.Dropout(config.dropout),
+                "h": nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
+                "ln_f": nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),
+            }
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                # GPT-2: residual projections start smaller, 1/sqrt(2 n_layer), so the residual
+                # stream's variance does not grow with depth (two additions per block)
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.transformer.wte.weight  # one matrix, two uses
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Number of parameters, a tied matrix counted once.
+
+        Args:
+            exclude_embeddings: leave out the token and position embedding tables (as HF's
+                ``num_parameters(exclude_embeddings=True)``; with tied weights the output layer
+                goes too, since it is the token table).
+        """
+        n = sum(p.numel() for p in self.parameters())
+        if exclude_embeddings:
+            n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
+        return n
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        past_key_values: KVCache | None = None,
+        use_cache: bool = False,
+        *,
+        cache: KVCache | None = None,
+    ) -> CausalLMOutput:
+        """Next-token logits for every position (and the loss when ``labels`` are given).
+
+        Args:
+            input_ids: LongTensor (B, T).
+            labels: optional (B, T), usually ``input_ids`` itself; shifted inside (position t
+                predicts ``labels[:, t + 1]``), -100 is ignored.
+            past_key_values: a ``KVCache`` from an earlier call; ``input_ids`` then continue at
+                position ``past_key_values.get_seq_length()``. It is updated in place.
+            use_cache: start a fresh ``KVCache`` when none is given.
+            cache: another name for ``past_key_values`` (transformers 5 calls it ``cache``).
+
+        Returns:
+            ``CausalLMOutput`` with logits (B, T, V), loss (0-dim or None) and the cache (or None).
+        """
+        cache = resolve_cache(past_key_values, cache, use_cache)
+        past = cache.get_seq_length() if cache is not None else 0
+        check_inputs(input_ids, labels, self.config.vocab_size, past, self.config.n_positions)
+        T = input_ids.shape[1]
+        pos = torch.arange(past, past + T, device=input_ids.device)  # (T,)
+        x = self.transformer.drop(
+            self.transformer.wte(input_ids) + self.transformer.wpe(pos)
+        )  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x, cache)
+        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return CausalLMOutput(logits=logits, loss=loss, past_key_values=cache)
+
+    # --- Hugging Face conversion ----------------------------------------------------------------
+
+    @classmethod
+    def from_hf(cls, hf_model: nn.Module) -> GPT:
+        """Copy a Hugging Face ``GPT2LMHeadModel`` into a ``GPT`` (same device, dtype and train/eval mode).
+
+        Args:
+            hf_model: a ``transformers.GPT2LMHeadModel``, e.g. ``load_course_gpt()[0]``.
+
+        Returns:
+            A ``GPT`` whose logits equal ``hf_model``'s.
+        """
+        from transformers import GPT2LMHeadModel
+
+        if not isinstance(hf_model, GPT2LMHeadModel):
+            raise TypeError(
+                f"from_hf expects a transformers.GPT2LMHeadModel, got {type(hf_model).__name__} "
+                "(for a Llama model use course_lib.llama.Llama.from_hf)"
+            )
+        hf = hf_model.config
+        unsupported = {
+            "activation_function": (hf.activation_function, ("gelu_new", "gelu_pytorch_tanh")),
+            "n_inner": (hf.n_inner, (None, 4 * hf.n_embd)),
+            "scale_attn_weights": (hf.scale_attn_weights, (True,)),
+            "scale_attn_by_inverse_layer_idx": (hf.scale_attn_by_inverse_layer_idx, (False,)),
+            "add_cross_attention": (hf.add_cross_attention, (False,)),
+        }
+        for name, (value, allowed) in unsupported.items():
+            if value not in allowed:
+                raise ValueError(
+                    f"config.{name}={value!r} is not plain GPT-2; this GPT supports {allowed}"
+                )
+        config = GPTConfig(
+            vocab_size=hf.vocab_size,
+            n_positions=hf.n_positions,
+            n_embd=hf.n_embd,
+            n_layer=hf.n_layer,
+            n_head=hf.n_head,
+            layer_norm_epsilon=hf.layer_norm_epsilon,
+            tie_word_embeddings=bool(hf.tie_word_embeddings),
+            dropout=hf.resid_pdrop,
+            bos_token_id=hf.bos_token_id,
+            eos_token_id=hf.eos_token_id,
+        )
+        ref = next(hf_model.parameters())
+        model = cls(config).to(device=ref.device, dtype=ref.dtype)
+        source = hf_model.state_dict()
+        target = model.state_dict()
+        with torch.no_grad():
+            for key, transposed in _hf_key_map(config):
+                src = source[key].t() if transposed else source[key]
+                if src.shape != target[key].shape:
+                    raise ValueError(
+                        f"{key}: HF tensor {tuple(src.shape)} != ours {tuple(target[key].shape)}"
+                    )
+                target[key].copy_(src)
+        return model.train(hf_model.training)
+
+    def to_hf(self) -> nn.Module:
+        """Export to a Hugging Face ``GPT2LMHeadModel`` (same weights, device, dtype and mode).
+
+        Save it with ``.save_pretrained(folder)``; load it anywhere with
+        ``AutoModelForCausalLM.from_pretrained(folder)``.
+        """
+        from transformers import GPT2Config, GPT2LMHeadModel
+
+        c = self.config
+        hf_config = GPT2Config(
+            vocab_size=c.vocab_size,
+            n_positions=c.n_positions,
+            n_embd=c.n_embd,
+            n_layer=c.n_layer,
+            n_head=c.n_head,
+            layer_norm_epsilon=c.layer_norm_epsilon,
+            activation_function="gelu_new",
+            resid_pdrop=c.dropout,
+            embd_pdrop=c.dropout,
+            attn_pdrop=c.dropout,
+            tie_word_embeddings=c.tie_word_embeddings,
+            bos_token_id=c.bos_token_id,
+            eos_token_id=c.eos_token_id,
+        )
+        ref = self.transformer.wte.weight
+        hf_model = GPT2LMHeadModel(hf_config).to(device=ref.device, dtype=ref.dtype)
+        source = self.state_dict()
+        target = hf_model.state_dict()
+        with torch.no_grad():
+            for key, transposed in _hf_key_map(c):
+                src = source[key].t() if transposed else source[key]
+                if src.shape != target[key].shape:
+                    raise ValueError(
+                        f"{key}: our tensor {tuple(src.shape)} != HF {tuple(target[key].shape)}"
+                    )
+                target[key].copy_(src)
+        return hf_model.train(self.training)

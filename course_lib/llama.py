@@ -1,0 +1,362 @@
+"""Llama (the architecture of SmolLM2), as a variant of ``course_lib.gpt`` (notebook 08).
+
+What changed from GPT-2:
+
+- **RMSNorm** instead of LayerNorm: no mean subtracted, no bias.
+- **RoPE** instead of learned position embeddings: queries and keys are rotated by an angle that
+  grows with the position, so attention scores depend on the distance between tokens.
+- **SwiGLU MLP**: ``down(silu(gate(x)) * up(x))`` instead of ``c_proj(gelu(c_fc(x)))``.
+- **Grouped-query attention**: fewer key/value heads than query heads, shared through
+  ``repeat_kv`` (SmolLM2-135M: 9 query heads, 3 key/value heads).
+- No biases anywhere; separate q, k, v projections.
+
+Parameter names follow Hugging Face's ``LlamaForCausalLM`` exactly and every projection is an
+``nn.Linear`` on both sides, so ``from_hf`` copies tensors one to one (nothing is transposed).
+The call interface is ``course_lib.gpt.GPT``'s: ``model(input_ids, labels=None,
+past_key_values=None, use_cache=False) -> CausalLMOutput``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from course_lib.attention import KVCache, apply_rope, causal_attention, repeat_kv, rope_cos_sin
+from course_lib.gpt import CausalLMOutput, causal_lm_loss, check_inputs, resolve_cache
+
+__all__ = ["Llama", "LlamaConfig"]
+
+
+@dataclass(frozen=True)
+class LlamaConfig:
+    """Shape of a Llama model; field names as in Hugging Face's ``LlamaConfig``.
+
+    The defaults are SmolLM2-135M's (134.5 M parameters).
+    """
+
+    vocab_size: int = 49152
+    hidden_size: int = 576
+    intermediate_size: int = 1536  # width of the SwiGLU MLP
+    num_hidden_layers: int = 30
+    num_attention_heads: int = 9
+    num_key_value_heads: int = 3  # < num_attention_heads: grouped-query attention
+    # None: hidden_size // num_attention_heads, filled in at creation (so dataclasses.replace
+    # keeps the old value: pass head_dim=None again when you change hidden_size or the heads)
+    head_dim: int | None = None
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 100000.0  # base of the rotary frequencies
+    max_position_embeddings: int = 8192  # RoPE has no table; this only bounds the input length
+    tie_word_embeddings: bool = True
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+
+    def __post_init__(self) -> None:
+        names = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                 "num_attention_heads", "num_key_value_heads", "max_position_embeddings")  # fmt: skip
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"LlamaConfig.{name} must be a positive int, got {value!r}")
+        if self.head_dim is None:
+            if self.hidden_size % self.num_attention_heads:
+                raise ValueError(
+                    f"num_attention_heads={self.num_attention_heads} must divide hidden_size={self.hidden_size}, "
+                    "or set head_dim explicitly"
+                )
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_attention_heads)
+        if (
+            isinstance(self.head_dim, bool)
+            or not isinstance(self.head_dim, int)
+            or self.head_dim < 2
+        ):
+            raise ValueError(f"head_dim must be an int >= 2, got {self.head_dim!r}")
+        if self.head_dim % 2:
+            raise ValueError(
+                f"head_dim={self.head_dim} must be even: RoPE rotates pairs of channels"
+            )
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(
+                f"num_key_value_heads={self.num_key_value_heads} must divide num_attention_heads="
+                f"{self.num_attention_heads}: each key/value head serves the same number of query heads"
+            )
+        if self.rms_norm_eps <= 0 or self.rope_theta <= 0:
+            raise ValueError(
+                f"rms_norm_eps and rope_theta must be positive, got {self.rms_norm_eps}, {self.rope_theta}"
+            )
+
+    # GPT-2's names, so code written for course_lib.gpt.GPTConfig can read either config.
+    @property
+    def n_embd(self) -> int:
+        return self.hidden_size
+
+    @property
+    def n_layer(self) -> int:
+        return self.num_hidden_layers
+
+    @property
+    def n_head(self) -> int:
+        return self.num_attention_heads
+
+    @property
+    def n_positions(self) -> int:
+        return self.max_position_embeddings
+
+
+# ------------------------------------------------------------------------------------------------
+# The pieces
+# ------------------------------------------------------------------------------------------------
+
+
+class RMSNorm(nn.Module):
+    """``x / sqrt(mean(x^2) + eps) * weight``, normalised in float32 as HF does.
+
+    ``F.rms_norm`` is the fused form of ``course_lib.functional.rms_norm`` (tests prove them equal).
+    """
+
+    def __init__(self, hidden_size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps).to(x.dtype)
+        return self.weight * h
+
+
+class LlamaAttention(nn.Module):
+    """Causal self-attention with RoPE on queries and keys, and grouped-query key/value heads."""
+
+    def __init__(self, config: LlamaConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx  # which slot of the KV cache is ours
+        self.n_head, self.n_kv_head, self.head_dim = (
+            config.num_attention_heads, config.num_key_value_heads, config.head_dim
+        )  # fmt: skip
+        C, D = config.hidden_size, config.head_dim
+        self.q_proj = nn.Linear(C, self.n_head * D, bias=False)
+        self.k_proj = nn.Linear(C, self.n_kv_head * D, bias=False)
+        self.v_proj = nn.Linear(C, self.n_kv_head * D, bias=False)
+        self.o_proj = nn.Linear(self.n_head * D, C, bias=False)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None) -> Tensor:
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = (
+            self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        )  # (B, H_kv, T, D)
+        v = (
+            self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        )  # (B, H_kv, T, D)
+        q, k = (
+            apply_rope(q, cos, sin),
+            apply_rope(k, cos, sin),
+        )  # positions enter here, and only here
+        if cache is not None:
+            k, v = cache.update(
+                self.layer_idx, k, v
+            )  # the cache keeps rotated keys: (B, H_kv, T_all, D)
+        n_rep = self.n_head // self.n_kv_head
+        y = causal_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep))  # (B, H, T, D)
+        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+
+
+class SwiGLU(nn.Module):
+    """Gated MLP: ``down_proj(silu(gate_proj(x)) * up_proj(x))``."""
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class LlamaBlock(nn.Module):
+    """Pre-norm block, like GPT-2's, with RMSNorm and SwiGLU (HF calls it a decoder layer)."""
+
+    def __init__(self, config: LlamaConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = LlamaAttention(config, layer_idx)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = SwiGLU(config)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None) -> Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+_BLOCK_KEYS = (
+    "input_layernorm.weight",
+    "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight",
+    "post_attention_layernorm.weight",
+    "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+)  # fmt: skip
+
+
+def _hf_keys(config: LlamaConfig) -> list[str]:
+    """Every parameter name; identical in HF's LlamaForCausalLM and here, nothing transposed."""
+    keys = ["model.embed_tokens.weight"]
+    for i in range(config.num_hidden_layers):
+        keys += [f"model.layers.{i}.{name}" for name in _BLOCK_KEYS]
+    keys.append("model.norm.weight")
+    if not config.tie_word_embeddings:  # tied: lm_head.weight *is* embed_tokens.weight
+        keys.append("lm_head.weight")
+    return keys
+
+
+def _rope_theta(hf_config: object) -> float:
+    """RoPE base of an HF Llama config; refuses the scaled variants this model does not implement."""
+    params = getattr(hf_config, "rope_parameters", None) or {}
+    scaling = getattr(hf_config, "rope_scaling", None) or {}
+    rope_type = params.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
+    if rope_type != "default":
+        raise ValueError(
+            f"the model uses RoPE scaling rope_type={rope_type!r}; this Llama implements plain RoPE "
+            "(rope_type='default') only"
+        )
+    theta = params.get("rope_theta", getattr(hf_config, "rope_theta", None))
+    if theta is None:
+        raise ValueError("the HF config names no rope_theta")
+    return float(theta)
+
+
+# ------------------------------------------------------------------------------------------------
+# The model
+# ------------------------------------------------------------------------------------------------
+
+
+class Llama(nn.Module):
+    """Llama: token embeddings, ``num_hidden_layers`` blocks, final RMSNorm, output layer.
+
+    Example:
+        >>> config = LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64,
+        ...                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+        >>> Llama(config)(torch.tensor([[1, 2, 3]])).logits.shape
+        torch.Size([1, 3, 100])
+    """
+
+    def __init__(self, config: LlamaConfig) -> None:
+        super().__init__()
+        if not isinstance(config, LlamaConfig):
+            raise TypeError(f"config must be a LlamaConfig, got {type(config).__name__}")
+        self.config = config
+        self.model = nn.ModuleDict(
+            {
+                "embed_tokens": nn.Embedding(config.vocab_size, config.hidden_size),
+                "layers": nn.ModuleList(
+                    LlamaBlock(config, i) for i in range(config.num_hidden_layers)
+                ),
+                "norm": RMSNorm(config.hidden_size, config.rms_norm_eps),
+            }
+        )
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Number of parameters, a tied matrix counted once (without the token table if asked)."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.model.embed_tokens.weight.numel() if exclude_embeddings else n
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        past_key_values: KVCache | None = None,
+        use_cache: bool = False,
+        *,
+        cache: KVCache | None = None,
+    ) -> CausalLMOutput:
+        """Next-token logits for every position; arguments and result as ``course_lib.gpt.GPT.forward``.
+
+        Args:
+            input_ids: LongTensor (B, T).
+            labels: optional (B, T); shifted inside, -100 ignored.
+            past_key_values: a ``KVCache`` to continue from (updated in place).
+            use_cache: start a fresh ``KVCache`` when none is given.
+            cache: another name for ``past_key_values``.
+
+        Returns:
+            ``CausalLMOutput`` with logits (B, T, V), loss (0-dim or None) and the cache (or None).
+        """
+        cache = resolve_cache(past_key_values, cache, use_cache)
+        past = cache.get_seq_length() if cache is not None else 0
+        c = self.config
+        check_inputs(input_ids, labels, c.vocab_size, past, c.max_position_embeddings)
+        T = input_ids.shape[1]
+        positions = torch.arange(past, past + T, device=input_ids.device)
+        cos, sin = rope_cos_sin(
+            positions, c.head_dim, c.rope_theta
+        )  # (T, D) each, shared by all layers
+        x = self.model.embed_tokens(input_ids)  # (B, T, C): no position embedding, RoPE does that
+        for block in self.model.layers:
+            x = block(x, cos, sin, cache)
+        logits = self.lm_head(self.model.norm(x))  # (B, T, V)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return CausalLMOutput(logits=logits, loss=loss, past_key_values=cache)
+
+    @classmethod
+    def from_hf(cls, hf_model: nn.Module) -> Llama:
+        """Copy a Hugging Face ``LlamaForCausalLM`` (e.g. SmolLM2) into a ``Llama``.
+
+        Args:
+            hf_model: a ``transformers.LlamaForCausalLM``, e.g. ``load_smollm2()[0]``.
+
+        Returns:
+            A ``Llama`` on the same device, dtype and train/eval mode, whose logits equal ``hf_model``'s.
+        """
+        from transformers import LlamaForCausalLM
+
+        if not isinstance(hf_model, LlamaForCausalLM):
+            raise TypeError(
+                f"from_hf expects a transformers.LlamaForCausalLM, got {type(hf_model).__name__} "
+                "(for GPT-2 use course_lib.gpt.GPT.from_hf)"
+            )
+        hf = hf_model.config
+        unsupported = {
+            "hidden_act": (hf.hidden_act, ("silu",)),
+            "attention_bias": (hf.attention_bias, (False,)),
+            "mlp_bias": (hf.mlp_bias, (False,)),
+            "pretraining_tp": (getattr(hf, "pretraining_tp", 1), (1, None)),
+        }
+        for name, (value, allowed) in unsupported.items():
+            if value not in allowed:
+                raise ValueError(
+                    f"config.{name}={value!r} is not supported by this Llama (it needs {allowed})"
+                )
+        eos = hf.eos_token_id
+        config = LlamaConfig(
+            vocab_size=hf.vocab_size,
+            hidden_size=hf.hidden_size,
+            intermediate_size=hf.intermediate_size,
+            num_hidden_layers=hf.num_hidden_layers,
+            num_attention_heads=hf.num_attention_heads,
+            num_key_value_heads=hf.num_key_value_heads or hf.num_attention_heads,
+            head_dim=getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads,
+            rms_norm_eps=float(hf.rms_norm_eps),
+            rope_theta=_rope_theta(hf),
+            max_position_embeddings=hf.max_position_embeddings,
+            tie_word_embeddings=bool(hf.tie_word_embeddings),
+            bos_token_id=hf.bos_token_id,
+            eos_token_id=eos[0] if isinstance(eos, (list, tuple)) else eos,
+        )
+        ref = hf_model.model.embed_tokens.weight
+        model = cls(config).to(device=ref.device, dtype=ref.dtype)
+        source, target = hf_model.state_dict(), model.state_dict()
+        with torch.no_grad():
+            for key in _hf_keys(config):
+                if source[key].shape != target[key].shape:
+                    raise ValueError(
+                        f"{key}: HF tensor {tuple(source[key].shape)} != ours {tuple(target[key].shape)}"
+                    )
+                target[key].copy_(source[key])
+        return model.train(hf_model.training)
