@@ -15,37 +15,46 @@ subtracted from every logit, so we subtract the row maximum before ``exp``:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 
 import torch
 from torch import Tensor
 
 __all__ = [
-    "softmax",
-    "log_softmax",
     "cross_entropy",
     "gelu",
-    "silu",
     "layer_norm",
+    "log_softmax",
     "rms_norm",
     "sgd_step",
+    "silu",
+    "softmax",
 ]
 
 
 def _check_float_tensor(x: object, name: str) -> None:
     if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}: wrap it with torch.tensor(...)")
+        raise TypeError(
+            f"{name} must be a torch.Tensor, got {type(x).__name__}: wrap it with torch.tensor(...)"
+        )
     if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}: convert it with {name}.float()")
+        raise TypeError(
+            f"{name} must be a floating-point tensor, got {x.dtype}: convert it with {name}.float()"
+        )
 
 
 def _check_dim(x: Tensor, dim: int) -> None:
     if not isinstance(dim, int) or isinstance(dim, bool):
         raise TypeError(f"dim must be an int, got {type(dim).__name__}")
     if x.dim() == 0:
-        raise ValueError("softmax needs at least one dimension: got a 0-dim tensor; use x.reshape(1)")
+        raise ValueError(
+            "softmax needs at least one dimension: got a 0-dim tensor; use x.reshape(1)"
+        )
     if not -x.dim() <= dim < x.dim():
-        raise ValueError(f"dim={dim} is out of range for a tensor with {x.dim()} dims; use dim=-1 for the last one")
+        raise ValueError(
+            f"dim={dim} is out of range for a tensor with {x.dim()} dims; use dim=-1 for the last one"
+        )
 
 
 def softmax(x: Tensor, dim: int = -1) -> Tensor:
@@ -87,7 +96,7 @@ def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
 
     Example:
         >>> log_softmax(torch.tensor([0.0, -1e4]))
-        tensor([ 0.0000e+00, -1.0000e+04])
+        tensor([     0., -10000.])
     """
     _check_float_tensor(x, "x")
     _check_dim(x, dim)
@@ -109,14 +118,18 @@ def cross_entropy(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> 
         ``backward()``. NaN when every row is ignored (0 / 0), as in PyTorch.
 
     Example:
-        >>> cross_entropy(torch.zeros(2, 4), torch.tensor([0, 3]))   # uniform over 4 classes
-        tensor(1.3863)                                                 # = log(4)
+        >>> cross_entropy(torch.zeros(2, 4), torch.tensor([0, 3]))  # uniform: log(4)
+        tensor(1.3863)
     """
     _check_float_tensor(logits, "logits")
     if not isinstance(targets, Tensor):
-        raise TypeError(f"targets must be a torch.Tensor of class ids, got {type(targets).__name__}")
+        raise TypeError(
+            f"targets must be a torch.Tensor of class ids, got {type(targets).__name__}"
+        )
     if targets.is_floating_point() or targets.dtype == torch.bool:
-        raise TypeError(f"targets must hold integer class ids, got {targets.dtype}: use targets.long()")
+        raise TypeError(
+            f"targets must hold integer class ids, got {targets.dtype}: use targets.long()"
+        )
     if logits.dim() < 2 or logits.shape[:-1] != targets.shape:
         raise ValueError(
             f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} do not match: "
@@ -127,10 +140,13 @@ def cross_entropy(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> 
     keep = targets != ignore_index  # (N,)
     if ((targets[keep] < 0) | (targets[keep] >= V)).any():
         bad = targets[keep][(targets[keep] < 0) | (targets[keep] >= V)][0].item()
-        raise ValueError(f"target {bad} is not a class id in [0, {V}); ignored rows use ignore_index={ignore_index}")
+        raise ValueError(
+            f"target {bad} is not a class id in [0, {V}); ignored rows use ignore_index={ignore_index}"
+        )
     logp = log_softmax(logits, dim=-1)  # (N, V)
     picked = logp.gather(1, targets.clamp(0, V - 1).unsqueeze(1)).squeeze(1)  # (N,)
-    return -(picked * keep).sum() / keep.sum()
+    # where, not a product: an ignored row may pick a -inf log-prob, and -inf * 0 is NaN.
+    return -torch.where(keep, picked, 0.0).sum() / keep.sum()
 
 
 def gelu(x: Tensor) -> Tensor:
@@ -146,7 +162,9 @@ def gelu(x: Tensor) -> Tensor:
         Tensor of the same shape and dtype.
     """
     _check_float_tensor(x, "x")
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+    return (
+        0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+    )
 
 
 def silu(x: Tensor) -> Tensor:
@@ -249,12 +267,14 @@ def sgd_step(params: Iterable[Tensor], lr: float) -> None:
         None; the tensors are modified in place.
     """
     if isinstance(params, Tensor):
-        raise TypeError("params must be a list of tensors, got a single Tensor: call sgd_step([W], lr)")
+        raise TypeError(
+            "params must be a list of tensors, got a single Tensor: call sgd_step([W], lr)"
+        )
     params = list(params)
     for i, p in enumerate(params):
         if not isinstance(p, Tensor):
             raise TypeError(f"params[{i}] is a {type(p).__name__}, not a torch.Tensor")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0:
         raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
     with torch.no_grad():
         for p in params:
