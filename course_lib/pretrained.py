@@ -94,11 +94,18 @@ def _convert_smollm2(gguf: Path, target: Path) -> None:
 
 def _load_cached(target: Path, gguf: Path):
     from transformers import AutoTokenizer, LlamaForCausalLM
+    from transformers.utils import logging as hf_logging
 
     marker = json.loads((target / "course_cache.json").read_text())
     if marker != _fingerprint(gguf):
         raise ValueError(f"cache at {target} was made from another model file")
-    model = LlamaForCausalLM.from_pretrained(target, dtype=torch.float32)
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a 272-step "Loading weights" bar is noise in a notebook
+    try:
+        model = LlamaForCausalLM.from_pretrained(target, dtype=torch.float32)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
     tokenizer = AutoTokenizer.from_pretrained(target)
     return model, tokenizer
 
