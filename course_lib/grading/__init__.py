@@ -1,0 +1,76 @@
+"""Graders for the exercises of notebooks 01-04: ``check_NAME(fn, *, hidden=False)``.
+
+Use them in a notebook's check cell::
+
+    from course_lib.grading import check_softmax
+    check_softmax(softmax)
+
+On success a check prints one line (``✓ softmax: all 23 checks passed``). On failure it
+raises ``AssertionError`` whose message names the most likely mistake and its fix. With
+``hidden=True`` the cases are drawn from the ``COURSE_GRADING_SEED`` environment variable
+(set by the course staff at grading time; a fixed default otherwise).
+
+Integrity: the cases, the reference answers and the comparisons live in a separate, clean
+Python process (the *referee*, started once per kernel), so patching ``torch`` in the
+notebook cannot change a verdict; handing in course_lib's own reference is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from course_lib.grading._catalogue import EXERCISES
+
+__all__ = [f"check_{name}" for name in EXERCISES]
+
+
+def _make_check(name: str) -> Callable[..., None]:
+    exercise = EXERCISES[name]
+
+    def check(fn: Callable, *, hidden: bool = False) -> None:
+        from course_lib.grading._client import run_check
+
+        verdict = run_check(name, fn, hidden)
+        if verdict.get("internal"):
+            raise RuntimeError(verdict.get("message", f"the grader of {name} failed"))
+        if not verdict.get("passed"):
+            raise AssertionError(verdict.get("message", f"{name} is wrong"))
+        print(f"✓ {name}: all {verdict.get('checks', 0)} checks passed")
+
+    check.__name__ = check.__qualname__ = f"check_{name}"
+    check.__module__ = __name__
+    check.__doc__ = f"""Grade your ``{exercise.signature}`` (notebook {exercise.notebook}).
+
+    Args:
+        fn: your function ``{name}``.
+        hidden: draw the cases from ``COURSE_GRADING_SEED`` instead of the fixed visible ones.
+
+    Raises:
+        AssertionError: a check failed; the message names the likely mistake and its fix.
+    """
+    return check
+
+
+# 01-language-models
+check_bigram_counts = _make_check("bigram_counts")
+check_bigram_probs = _make_check("bigram_probs")
+check_nll = _make_check("nll")
+check_perplexity = _make_check("perplexity")
+check_sample_bigram = _make_check("sample_bigram")
+# 02-tokenization
+check_get_pair_counts = _make_check("get_pair_counts")
+check_merge_pair = _make_check("merge_pair")
+check_train_bpe = _make_check("train_bpe")
+check_encode = _make_check("encode")
+check_decode = _make_check("decode")
+# 03-neural-lm
+check_softmax = _make_check("softmax")
+check_cross_entropy = _make_check("cross_entropy")
+check_sgd_step = _make_check("sgd_step")
+# 04-attention
+check_attention_scores = _make_check("attention_scores")
+check_causal_mask = _make_check("causal_mask")
+check_scaled_dot_product_attention = _make_check("scaled_dot_product_attention")
+check_split_heads = _make_check("split_heads")
+check_merge_heads = _make_check("merge_heads")
+check_multi_head_self_attention = _make_check("multi_head_self_attention")

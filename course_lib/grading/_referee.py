@@ -1,0 +1,125 @@
+"""The grading referee: a clean process that owns every case, reference value and verdict.
+
+Started by the learner's kernel as ``python -I -m course_lib.grading._referee`` (``-I``: no
+current directory on ``sys.path``, so a learner's ``torch.py`` is never imported, and no
+``PYTHON*`` variables). It talks over stdin/stdout in the frames of ``_wire``:
+
+    kernel  -> referee   {"op": "check", "name", "params", "hidden", "seed"}
+    referee -> kernel    {"op": "call", "args", "requires_grad", "backward"}     (repeated)
+    kernel  -> referee   {"op": "result", "ok", "value" | "error", "args_after", ...}
+    referee -> kernel    {"op": "verdict", "passed", "message", "checks", "internal"}
+
+Learner data is only ever loaded with ``torch.load(weights_only=True)``; the expected values
+never leave this process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+import zlib
+from typing import IO, Any
+
+VISIBLE_SEED = 1_234  # the visible checks always see the same cases
+
+
+class Channel:
+    """The referee's end of the pipe."""
+
+    def __init__(self, inp: IO[bytes], out: IO[bytes]) -> None:
+        self.inp, self.out = inp, out
+
+    def send(self, obj: Any) -> None:
+        from course_lib.grading._wire import write_frame
+
+        write_frame(self.out, obj)
+
+    def receive(self) -> Any:
+        from course_lib.grading._wire import read_frame
+
+        return read_frame(self.inp)
+
+
+def case_seed(name: str, hidden: bool, seed: int | None) -> int:
+    """Mix the exercise name into the seed, so two exercises never share their cases."""
+    base = int(seed) if hidden and seed is not None else VISIBLE_SEED
+    return (base * 1_000_003 + zlib.crc32(name.encode("utf-8"))) % (2**63 - 1)
+
+
+def run_check(msg: dict, channel: Channel) -> dict:
+    """Run one grader and return its verdict."""
+    from course_lib.grading._catalogue import EXERCISES
+    from course_lib.grading._harness import Fail, Session, check_signature
+
+    name = msg.get("name")
+    exercise = EXERCISES.get(name)
+    if exercise is None:
+        return {
+            "op": "verdict",
+            "passed": False,
+            "internal": True,
+            "checks": 0,
+            "message": f"there is no grader called check_{name}",
+        }
+    hidden = bool(msg.get("hidden"))
+    session = Session(
+        exercise, channel, hidden=hidden, seed=case_seed(name, hidden, msg.get("seed"))
+    )
+    try:
+        check_signature(session, msg.get("params"))
+        grader = getattr(
+            importlib.import_module(f"course_lib.grading.{exercise.module}"), f"grade_{name}"
+        )
+        grader(session)
+    except Fail as failure:
+        return {
+            "op": "verdict",
+            "passed": False,
+            "internal": False,
+            "checks": session.checks,
+            "message": str(failure),
+        }
+    except Exception:
+        return {
+            "op": "verdict",
+            "passed": False,
+            "internal": True,
+            "checks": session.checks,
+            "message": f"the grader of {name} itself failed; please report this:\n"
+            + traceback.format_exc(),
+        }
+    return {
+        "op": "verdict",
+        "passed": True,
+        "internal": False,
+        "checks": session.checks,
+        "message": "",
+    }
+
+
+def main() -> None:
+    # Our stdout is the wire: keep a private copy of it and send every stray print to stderr.
+    wire_out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    import torch
+
+    torch.set_num_threads(1)
+    channel = Channel(sys.stdin.buffer, wire_out)
+    channel.send({"op": "ready", "pid": os.getpid()})
+    while True:
+        try:
+            msg = channel.receive()
+        except EOFError:
+            return  # the kernel went away
+        if not isinstance(msg, dict) or msg.get("op") != "check":
+            print(f"referee: ignoring unexpected message {msg!r}", file=sys.stderr)
+            return
+        channel.send(run_check(msg, channel))
+
+
+if __name__ == "__main__":
+    main()
