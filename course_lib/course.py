@@ -55,8 +55,6 @@ def doctor(*, load_model: bool = True, corpus_package: str | None = None,
 
     problems: list[str] = []
     print(f"python       {platform.python_version()} ({sys.executable})")
-    if sys.version_info < (3, 11):
-        problems.append("Python 3.11 or newer is needed: create the venv with python3.11")
     for dist in _VERSIONED:
         v = _version(dist)
         print(f"{dist:<12} {v or 'MISSING'}")

@@ -265,9 +265,10 @@ def test_apply_rope_properties():
     # the dot product of a rotated query and key depends only on their distance
     q, k = randn(16, seed=1), randn(16, seed=2)
     cos, sin = rope_cos_sin(20, 16)
-    dot = lambda i, j: (
-        apply_rope(q.expand(20, 16), cos, sin)[i] @ apply_rope(k.expand(20, 16), cos, sin)[j]
-    )
+
+    def dot(i, j):
+        return apply_rope(q.expand(20, 16), cos, sin)[i] @ apply_rope(k.expand(20, 16), cos, sin)[j]
+
     torch.testing.assert_close(dot(5, 2), dot(15, 12), atol=1e-5, rtol=1e-5)
     assert apply_rope(x.half(), cos[:10], sin[:10]).dtype == torch.float16
 
