@@ -114,7 +114,10 @@ def lab(host: str = "127.0.0.1", port: int = 8888, open_browser: bool = True,
     if not notebooks.is_dir():
         print(f"{notebooks} does not exist: run `course release` first", file=sys.stderr)
         return 1
-    jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent)) or "jupyter"
+    jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent)) or shutil.which("jupyter")
+    if jupyter is None:
+        print("jupyter is not installed here: run `make lab` (it installs JupyterLab)", file=sys.stderr)
+        return 1
     cmd = [jupyter, "lab", f"--notebook-dir={notebooks}", f"--ServerApp.ip={host}",
            f"--ServerApp.port={port}"]
     if not open_browser:
@@ -123,7 +126,10 @@ def lab(host: str = "127.0.0.1", port: int = 8888, open_browser: bool = True,
         cmd.append("--allow-root")
     cmd += extra or []
     print("Starting:", " ".join(cmd), flush=True)
-    return subprocess.call(cmd, cwd=REPO_ROOT)
+    os.chdir(REPO_ROOT)
+    if os.name == "posix":  # become the server, so Ctrl-C and kill reach it directly
+        os.execv(cmd[0], cmd)
+    return subprocess.call(cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
