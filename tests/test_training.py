@@ -1,0 +1,312 @@
+"""Tests for course_lib.training: each piece against torch's own, and the loop end to end."""
+
+from __future__ import annotations
+
+import math
+from itertools import pairwise
+
+import pytest
+import torch
+from torch import nn
+
+from course_lib import training
+from course_lib.training import (
+    AdamW,
+    clip_grad_norm,
+    configure_optimizer,
+    estimate_loss,
+    get_batch,
+    load_checkpoint,
+    lr_at,
+    mfu,
+    save_checkpoint,
+    train,
+    train_flops,
+)
+
+
+def tiny_gpt2(seed: int = 0, vocab_size: int = 32):
+    """A tiny random Hugging Face GPT-2 (no download): the loop must work for HF models."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=vocab_size, n_positions=32, n_embd=16, n_layer=2, n_head=2,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    return GPT2LMHeadModel(config)
+
+
+def toy_tokens(n: int = 2000, vocab_size: int = 32) -> torch.Tensor:
+    """A learnable stream: mostly counts up by one modulo V, with some noise."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.arange(n) % vocab_size
+    noise = torch.rand(n, generator=g) < 0.1
+    return torch.where(noise, torch.randint(0, vocab_size, (n,), generator=g), ids)
+
+
+# --- get_batch --------------------------------------------------------------------------------
+
+
+def test_get_batch_shapes_and_shift():
+    data = torch.arange(100, 200)
+    x, y = get_batch(data, 4, 8, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (4, 8)
+    assert x.dtype == torch.long
+    assert torch.equal(y, x + 1)  # consecutive in a counting stream: y is x shifted by one
+    assert torch.equal(x[:, 1:], x[:, :-1] + 1)  # each row is a contiguous window
+    assert x.min() >= 100 and y.max() <= 199
+
+
+def test_get_batch_covers_every_start_and_is_seeded():
+    data = torch.arange(6)
+    x, _ = get_batch(data, 400, 2, torch.Generator().manual_seed(0))
+    assert set(x[:, 0].tolist()) == {0, 1, 2, 3}  # every valid start, never past the end
+    a = get_batch(toy_tokens(), 3, 5, torch.Generator().manual_seed(7))
+    b = get_batch(toy_tokens(), 3, 5, torch.Generator().manual_seed(7))
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+def test_get_batch_keeps_small_int_storage():
+    x, y = get_batch(torch.arange(50, dtype=torch.int16), 2, 4, torch.Generator().manual_seed(0))
+    assert x.dtype == y.dtype == torch.long
+
+
+@pytest.mark.parametrize("data, kwargs, match", [
+    ([1, 2, 3], {}, "torch.Tensor"),
+    (torch.rand(10), {}, "integer"),
+    (torch.zeros(2, 5, dtype=torch.long), {}, "1-D"),
+    (torch.arange(4), {"block_size": 4}, "more than block_size"),
+    (torch.arange(10), {"batch_size": 0}, "batch_size"),
+])
+def test_get_batch_rejects_bad_input(data, kwargs, match):
+    args = {"batch_size": 2, "block_size": 3} | kwargs
+    with pytest.raises((TypeError, ValueError), match=match):
+        get_batch(data, **args)
+
+
+# --- lr_at ------------------------------------------------------------------------------------
+
+
+def test_lr_schedule_shape():
+    max_lr, min_lr, warmup, total = 1e-3, 1e-4, 10, 110
+    lrs = [lr_at(s, max_lr, min_lr, warmup, total) for s in range(130)]
+    assert lrs[0] == pytest.approx(max_lr / warmup)  # warmup starts at max/warmup, not 0
+    assert all(b > a for a, b in pairwise(lrs[:warmup]))  # linear warmup, increasing
+    assert lrs[4] - lrs[3] == pytest.approx(max_lr / warmup)  # linear
+    assert lrs[warmup - 1] == pytest.approx(max_lr) and lrs[warmup] == pytest.approx(max_lr)
+    assert max(lrs) == pytest.approx(max_lr)
+    assert lrs[60] == pytest.approx((max_lr + min_lr) / 2)  # cosine midpoint
+    assert lrs[35] > (max_lr + min_lr) / 2 + 1e-5  # cosine, not linear: above the chord ...
+    assert lrs[35] == pytest.approx(min_lr + 0.5 * (1 + math.cos(math.pi / 4)) * (max_lr - min_lr))
+    assert all(b <= a for a, b in pairwise(lrs[warmup:]))  # then never increasing
+    assert lrs[total] == pytest.approx(min_lr)
+    assert lrs[total:] == [min_lr] * (130 - total)  # flat after the end
+
+
+def test_lr_schedule_edge_cases():
+    assert lr_at(0, 1.0, 0.1, 0, 10) == 1.0  # no warmup: start at the peak
+    assert lr_at(5, 1.0, 0.1, 10, 10) == 0.6  # warmup == total
+    assert lr_at(10, 1.0, 0.1, 10, 10) == 0.1
+    assert lr_at(3, 2.0, 2.0, 0, 10) == 2.0  # constant
+
+
+@pytest.mark.parametrize("args", [(-1, 1.0, 0.0, 1, 10), (0, 1.0, 2.0, 1, 10),
+                                  (0, 1.0, 0.0, 11, 10), (0, 1.0, -0.1, 1, 10)])
+def test_lr_at_rejects_bad_input(args):
+    with pytest.raises(ValueError):
+        lr_at(*args)
+
+
+# --- clip_grad_norm ---------------------------------------------------------------------------
+
+
+def _params_with_grads(seed: int, scale: float):
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.randn(s, generator=g, requires_grad=True) for s in [(3, 4), (5,), (2, 2, 2)]]
+    for p in params[:2]:  # the last one has no gradient
+        p.grad = scale * torch.randn(p.shape, generator=g)
+    return params
+
+
+@pytest.mark.parametrize("scale, max_norm", [(10.0, 1.0), (0.01, 1.0), (1.0, 0.5), (3.0, 100.0)])
+def test_clip_grad_norm_equals_torch(scale, max_norm):
+    ours, theirs = _params_with_grads(0, scale), _params_with_grads(0, scale)
+    norm = clip_grad_norm(ours, max_norm)
+    expected = torch.nn.utils.clip_grad_norm_(theirs, max_norm)
+    assert isinstance(norm, float)
+    assert norm == pytest.approx(expected.item(), rel=1e-6)
+    for a, b in zip(ours, theirs):
+        assert (a.grad is None) == (b.grad is None)
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-7)
+    after = math.sqrt(sum(p.grad.pow(2).sum().item() for p in ours if p.grad is not None))
+    assert after <= max_norm * (1 + 1e-5)
+
+
+def test_clip_grad_norm_handles_generators_and_no_grads():
+    params = _params_with_grads(1, 5.0)
+    norm = clip_grad_norm((p for p in params), 1.0)  # a one-shot generator works
+    assert norm > 1.0
+    assert clip_grad_norm([torch.zeros(3, requires_grad=True)], 1.0) == 0.0
+    with pytest.raises(ValueError, match="max_norm"):
+        clip_grad_norm(params, 0.0)
+
+
+# --- AdamW ------------------------------------------------------------------------------------
+
+
+def _run_optimizer(opt_class, kwargs, steps=100):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+    opt = opt_class(model.parameters(), **kwargs)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        x = torch.randn(8, 5, generator=g)
+        loss = model(x).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"lr": 1e-2, "weight_decay": 0.0},
+    {"lr": 3e-3, "betas": (0.8, 0.95), "eps": 1e-6, "weight_decay": 0.1},
+    {"lr": 1e-1, "betas": (0.0, 0.5), "weight_decay": 0.5},
+])
+def test_adamw_equals_torch(kwargs):
+    ours = _run_optimizer(AdamW, kwargs)
+    theirs = _run_optimizer(torch.optim.AdamW, kwargs)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_adamw_weight_decay_is_decoupled():
+    # zero gradient: Adam's update is 0, so only the decay acts: p <- p * (1 - lr * wd)
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = AdamW([p], lr=0.1, weight_decay=0.5)
+    p.grad = torch.zeros(3)
+    opt.step()
+    torch.testing.assert_close(p.detach(), torch.full((3,), 0.95))
+
+
+def test_adamw_param_groups_and_state_dict_roundtrip():
+    torch.manual_seed(0)
+    model = tiny_gpt2()
+    opt = configure_optimizer(model, lr=1e-3, weight_decay=0.1)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+    assert all(p.dim() >= 2 for p in opt.param_groups[0]["params"])
+    assert all(p.dim() < 2 for p in opt.param_groups[1]["params"])
+    n = sum(len(g["params"]) for g in opt.param_groups)
+    assert n == len(list(model.parameters()))  # tied weights counted once, none forgotten
+
+
+@pytest.mark.parametrize("kwargs", [{"lr": -1.0}, {"betas": (0.9, 1.0)}, {"eps": -1e-8},
+                                    {"weight_decay": -0.1}])
+def test_adamw_rejects_bad_hyperparameters(kwargs):
+    with pytest.raises(ValueError):
+        AdamW([torch.nn.Parameter(torch.ones(2))], **kwargs)
+
+
+# --- train, estimate_loss, checkpoints -----------------------------------------------------
+
+
+TRAIN_KW = dict(batch_size=8, block_size=16, max_lr=1e-2, min_lr=1e-3, warmup_steps=5,
+                weight_decay=0.1, grad_clip=1.0, eval_every=10, eval_iters=2, progress=False)
+
+
+def test_train_decreases_loss_on_a_tiny_model():
+    data = toy_tokens()
+    model = tiny_gpt2()
+    history = train(model, data[:1600], data[1600:], steps=60,
+                    generator=torch.Generator().manual_seed(0), **TRAIN_KW)
+    assert history["step"] == [0, 10, 20, 30, 40, 50, 60]
+    assert len(history["train_loss"]) == len(history["val_loss"]) == len(history["lr"]) == 7
+    assert len(history["batch_loss"]) == 60
+    assert history["val_loss"][0] == pytest.approx(math.log(32), abs=0.3)  # random init: ~ln V
+    assert history["val_loss"][-1] < history["val_loss"][0] - 1.0  # it learned the pattern
+    assert history["train_loss"][-1] < history["train_loss"][0] - 1.0
+    assert history["lr"][0] == pytest.approx(1e-2 / 5) and history["lr"][-1] == 1e-3
+    assert model.training  # the eval passes restore train mode
+
+
+def test_estimate_loss_is_deterministic_and_restores_mode():
+    data, model = toy_tokens(), tiny_gpt2()
+    model.eval()
+    kwargs = dict(batch_size=4, block_size=8, eval_iters=3)
+    a, b = estimate_loss(model, data, **kwargs), estimate_loss(model, data, **kwargs)
+    assert a == b and not model.training
+    x, y = get_batch(data, 4, 8, torch.Generator().manual_seed(training.EVAL_SEED))
+    logits = model(x).logits
+    first = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten()).item()
+    one = estimate_loss(model, data, batch_size=4, block_size=8, eval_iters=1)
+    assert one == pytest.approx(first)  # it is the plain mean next-token cross-entropy
+
+
+def test_resumed_run_equals_uninterrupted(tmp_path):
+    data = toy_tokens()
+    kw = dict(TRAIN_KW, steps=30)
+    torch.manual_seed(123)
+    model_a = tiny_gpt2(seed=5)
+    gen_a = torch.Generator().manual_seed(3)
+    hist_a = train(model_a, data[:1600], data[1600:], generator=gen_a, **kw)
+
+    # first half, save, then throw everything away
+    model_b = tiny_gpt2(seed=5)
+    gen_b = torch.Generator().manual_seed(3)
+    opt_b = configure_optimizer(model_b, weight_decay=kw["weight_decay"])
+    hist_b1 = train(model_b, data[:1600], data[1600:], generator=gen_b, optimizer=opt_b,
+                    end_step=13, **kw)
+    save_checkpoint(tmp_path / "ckpt" / "state.pt", model_b, opt_b, 13, generator=gen_b)
+    torch.manual_seed(999)  # disturb the global RNG: the checkpoint must restore it
+    del model_b, opt_b, gen_b
+
+    model_c = tiny_gpt2(seed=77)  # different weights: all must come from the checkpoint
+    opt_c = configure_optimizer(model_c, weight_decay=kw["weight_decay"])
+    gen_c = torch.Generator().manual_seed(0)
+    step = load_checkpoint(tmp_path / "ckpt" / "state.pt", model_c, opt_c, generator=gen_c)
+    assert step == 13
+    hist_c = train(model_c, data[:1600], data[1600:], generator=gen_c, optimizer=opt_c,
+                   start_step=step, **kw)
+
+    for pa, pc in zip(model_a.parameters(), model_c.parameters()):
+        assert torch.equal(pa, pc)
+    for key in hist_a:
+        assert hist_a[key] == hist_b1[key] + hist_c[key], key
+
+
+def test_load_checkpoint_without_saved_generator_says_so(tmp_path):
+    model = tiny_gpt2()
+    opt = configure_optimizer(model)
+    save_checkpoint(tmp_path / "c.pt", model, opt, 0)
+    with pytest.raises(ValueError, match="generator"):
+        load_checkpoint(tmp_path / "c.pt", model, opt, generator=torch.Generator())
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"steps": 0}, "steps"),
+    ({"grad_clip": 0.0}, "grad_clip"),
+    ({"warmup_steps": 50}, "warmup_steps"),
+    ({"start_step": 5, "end_step": 3}, "start_step"),
+    ({"eval_every": 0}, "eval_every"),
+])
+def test_train_rejects_bad_input(kwargs, match):
+    data = toy_tokens(200)
+    args = dict(TRAIN_KW, steps=10) | kwargs
+    with pytest.raises(ValueError, match=match):
+        train(tiny_gpt2(), data, data, **args)
+
+
+# --- compute --------------------------------------------------------------------------------
+
+
+def test_train_flops_and_mfu():
+    assert train_flops(10, 7) == 420
+    assert train_flops(175_000_000_000, 300_000_000_000) == pytest.approx(3.15e23)
+    assert mfu(1_000_000, 1_000.0, 6e10) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        train_flops(-1, 5)
+    with pytest.raises(ValueError):
+        train_flops(1.5, 5)
+    with pytest.raises(ValueError):
+        mfu(1, 1.0, 0.0)
