@@ -1,0 +1,290 @@
+"""One nbgrader course (real or throwaway) driven through ``NbGraderAPI``.
+
+``_Course`` loads the course's config with per-call overrides (release folder, gradebook,
+timeout, our preprocessors), generates releases and grades one submission from scratch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from course_lib.autograde._course import (
+    PipelineError,
+    _load_config,
+    _nbgrader_log,
+    _speed_up_new_gradebooks,
+    log,
+)
+from course_lib.autograde._submission import (
+    _MAX_REASON,
+    _SUBMISSION_METADATA,
+    GradeRow,
+    _AssignmentInfo,
+    _cell_failures,
+    _failure_reason,
+    _make_writable,
+    _NotebookInfo,
+    _restore_other_files,
+    _short,
+    _suspicious,
+    _tamper_notes,
+    _write_failure_page,
+)
+from course_lib.autograde.feedback import (
+    HIDDEN_BEGIN,
+    HIDDEN_END,
+    SOLUTION_BEGIN,
+    autograde_preprocessors,
+    find_hidden_leaks,
+)
+from course_lib.autograde.feedback import __getattr__ as _feedback_class
+
+
+class _Course:
+    """An nbgrader course folder with the course's config, plus per-call overrides."""
+
+    def __init__(self, root: Path, *, config_root: Path | None = None,
+                 release_dir: Path | None = None, db_path: Path | None = None,
+                 exchange_dir: Path | None = None, timeout: float | None = None) -> None:
+        from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+        from nbgrader.apps import NbGraderAPI
+        from nbgrader.coursedir import CourseDirectory
+        from nbgrader.preprocessors import GetGrades
+        from traitlets.config import Config
+
+        _speed_up_new_gradebooks()
+        self.root = root
+        cfg = _load_config(config_root or root)
+        over = Config()
+        over.CourseDirectory.root = str(root)
+        if db_path is not None:
+            over.CourseDirectory.db_url = f"sqlite:///{db_path}"
+        elif config_root is not None and config_root != root:
+            over.CourseDirectory.db_url = f"sqlite:///{root / 'gradebook.db'}"
+        if release_dir is not None:
+            over.CourseDirectory.release_directory = str(release_dir)
+        if exchange_dir is not None:
+            over.Exchange.root = str(exchange_dir)
+        if timeout is not None:
+            if timeout <= 0:
+                raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
+            over.Execute.timeout = math.ceil(timeout)
+        over.GenerateFeedback.preprocessors = [GetGrades, _feedback_class("StripHiddenTests"),
+                                               CSSHTMLHeaderPreprocessor]
+        over.Autograde.autograde_preprocessors = autograde_preprocessors()
+        cfg.merge(over)
+        self.config = cfg
+        self.coursedir = CourseDirectory(config=cfg, log=_nbgrader_log)
+        self.api = NbGraderAPI(coursedir=self.coursedir, config=cfg, log=_nbgrader_log)
+        self.timeout = int(cfg.Execute.get("timeout", cfg.ExecutePreprocessor.get("timeout", 30)))
+
+    def path(self, step: str, student: str, assignment: str) -> Path:
+        return Path(self.coursedir.format_path(step, student, assignment)).resolve()
+
+    def gradebook(self) -> Any:
+        from nbgrader.api import Gradebook
+
+        return Gradebook(self.coursedir.db_url, self.coursedir.course_id)
+
+    # -- release ---------------------------------------------------------------------------
+
+    def generate(self, assignment: str) -> _AssignmentInfo:
+        """Register ``assignment`` in the gradebook and write its release; return its info."""
+        import nbformat
+
+        with self.gradebook() as gb:
+            gb.update_or_create_assignment(assignment)
+        result = self.api.generate_assignment(assignment, force=True, create=True)
+        if not result["success"]:
+            raise PipelineError(f"nbgrader could not generate the release of {assignment}: "
+                                f"{_failure_reason(result, self.timeout)}\n{result.get('log', '')}")
+        release = self.path(self.coursedir.release_directory, ".", assignment)
+        source = self.path(self.coursedir.source_directory, ".", assignment)
+        notebooks = []
+        for path in sorted(release.glob("*.ipynb")):
+            nb = nbformat.read(path, as_version=4)
+            text = path.read_text(encoding="utf-8")
+            for marker in (HIDDEN_BEGIN, SOLUTION_BEGIN):
+                if marker in text:
+                    raise PipelineError(f"{source / path.name}: '### {marker}' survives in the "
+                                        "release: put it only in solution or check cells")
+            src = nbformat.read(source / path.name, as_version=4)
+            released = {c.metadata.nbgrader["grade_id"]: c for c in nb.cells
+                        if "grade_id" in c.metadata.get("nbgrader", {})}
+            grade_cells = [(c.metadata.nbgrader["grade_id"], float(c.metadata.nbgrader["points"]))
+                           for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+            visible = {line.strip() for c in nb.cells for line in c.source.split("\n")}
+            hidden = []
+            for cell in src.cells:
+                inside = False
+                for line in cell.source.split("\n"):
+                    if HIDDEN_BEGIN in line or HIDDEN_END in line:
+                        inside = HIDDEN_BEGIN in line
+                    elif inside and len(line.strip()) >= 8 and line.strip() not in visible:
+                        hidden.append(line.strip())
+            sources = frozenset(c.source.strip() for c in nb.cells)
+            notebooks.append(_NotebookInfo(path.stem, grade_cells, released, hidden, sources))
+        if not notebooks:
+            raise PipelineError(f"{source} holds no notebook")
+        return _AssignmentInfo(assignment, notebooks, release)
+
+    # -- grading ---------------------------------------------------------------------------
+
+    def _forget(self, student: str, assignment: str) -> None:
+        """Remove every trace of an earlier grading of this submission (files and gradebook)."""
+        from nbgrader.api import MissingEntry
+
+        for step in (self.coursedir.submitted_directory, self.coursedir.autograded_directory,
+                     self.coursedir.feedback_directory):
+            target = self.path(step, student, assignment)
+            if target.exists():
+                _make_writable(target)
+                shutil.rmtree(target)
+        with self.gradebook() as gb:
+            try:
+                gb.remove_submission(assignment, student)
+            except MissingEntry:
+                pass
+
+    def _zero(self, student: str, assignment: str) -> None:
+        """Give 0 to every grade of a submission that nbgrader created but could not grade."""
+        from nbgrader.api import MissingEntry
+
+        with self.gradebook() as gb:
+            try:
+                submission = gb.find_submission(assignment, student)
+            except MissingEntry:
+                return
+            for notebook in submission.notebooks:
+                for grade in notebook.grades:
+                    grade.auto_score, grade.manual_score = 0.0, None
+                    grade.needs_manual_grade = False
+            gb.db.commit()
+
+    def _scores(self, student: str, info: _AssignmentInfo) -> dict[tuple[str, str], float]:
+        from nbgrader.api import MissingEntry
+
+        scores: dict[tuple[str, str], float] = {}
+        with self.gradebook() as gb:
+            for nbinfo in info.notebooks:
+                for grade_id, _ in nbinfo.grade_cells:
+                    try:
+                        grade = gb.find_grade(grade_id, nbinfo.name, info.name, student)
+                        scores[(nbinfo.name, grade_id)] = float(grade.score or 0.0)
+                    except MissingEntry:
+                        scores[(nbinfo.name, grade_id)] = 0.0
+        return scores
+
+    def grade_submission(self, student: str, info: _AssignmentInfo, src: Path | None,
+                         feedback_dir: Path | None, problem: str = "") -> GradeRow:
+        """Autograde ``src`` (a folder of notebooks) as ``student``'s ``info.name``, from scratch.
+
+        Never raises for a bad submission: the row says what went wrong.
+        """
+        start = time.perf_counter()
+        row = GradeRow(student, info.name, max_score=info.max_score)
+        row.scores = {(nb.name, gid): 0.0 for nb in info.notebooks for gid, _ in nb.grade_cells}
+        try:
+            self._forget(student, info.name)
+            if feedback_dir is not None and (feedback_dir / student / info.name).exists():
+                shutil.rmtree(feedback_dir / student / info.name)
+            if not problem:
+                self._grade(row, info, src, feedback_dir)
+                if src is not None:
+                    _restore_other_files(src, self.path(self.coursedir.submitted_directory,
+                                                        student, info.name))
+            else:
+                row.reason = problem
+        except Exception as exc:  # one broken submission must not stop the batch
+            log.exception("grading %s/%s", student, info.name)
+            with contextlib.suppress(Exception):
+                self._zero(student, info.name)
+            row.status, row.total = "failed", 0.0
+            row.scores = dict.fromkeys(row.scores, 0.0)
+            row.reason = _short(f"internal error while grading: {type(exc).__name__}: {exc}")
+        if row.status == "failed" and feedback_dir is not None:
+            row.feedback = [_write_failure_page(feedback_dir / student / info.name, row)]
+        row.seconds = time.perf_counter() - start
+        return row
+
+    def _grade(self, row: GradeRow, info: _AssignmentInfo, src: Path | None,
+               feedback_dir: Path | None) -> None:
+        import nbformat
+
+        submitted = self.path(self.coursedir.submitted_directory, row.student, info.name)
+        submitted.mkdir(parents=True)
+        notes, flags, present = [], [], []
+        expected = {nb.name: nb for nb in info.notebooks}
+        found = sorted(p for p in src.glob("*.ipynb")) if src is not None else []
+        for path in found:
+            if path.stem not in expected:
+                notes.append(f"ignored {path.name} (not part of {info.name})")
+                continue
+            try:
+                nb = nbformat.read(path, as_version=4)
+            except Exception as exc:  # noqa: BLE001 -- any unreadable file is the learner's
+                notes.append(_short(f"{path.name} is not a readable notebook "
+                                    f"({type(exc).__name__}: {exc})", 160))
+                continue
+            notes += _tamper_notes(nb, expected[path.stem])
+            flags += _suspicious(nb, expected[path.stem])
+            shutil.copyfile(path, submitted / path.name)
+            present.append(path.stem)
+        for name in _SUBMISSION_METADATA:
+            if src is not None and (src / name).is_file():
+                shutil.copyfile(src / name, submitted / name)
+        missing = [n for n in expected if n not in present]
+        if missing and not any("not a readable notebook" in n for n in notes):
+            extra = [p.name for p in found if p.stem not in expected]
+            notes.insert(0, f"missing {', '.join(m + '.ipynb' for m in missing)}"
+                         + (f" (found {', '.join(extra)}: rename it?)" if extra else ""))
+        if not present:
+            row.reason = "; ".join(notes) or "no notebook in the submission"
+            return
+
+        result = self.api.autograde(info.name, row.student, force=True, create=True)
+        if not result["success"]:
+            self._zero(row.student, info.name)
+            row.reason = "; ".join([_failure_reason(result, self.timeout), *notes])
+            return
+
+        row.scores = self._scores(row.student, info)
+        row.total = sum(row.scores.values())
+        autograded = self.path(self.coursedir.autograded_directory, row.student, info.name)
+        for nbinfo in info.notebooks:
+            path = autograded / f"{nbinfo.name}.ipynb"
+            if path.is_file():
+                lost = _cell_failures(nbformat.read(path, as_version=4), self.timeout)
+                notes += [msg for (gid, msg) in lost.items()
+                          if row.scores.get((nbinfo.name, gid), 0.0) < dict(nbinfo.grade_cells)[gid]]
+        row.status = "review" if flags else "graded"
+        row.reason = _short("; ".join(([f"check by hand: {', '.join(flags)}"] if flags else [])
+                                      + notes), 2 * _MAX_REASON)
+        if feedback_dir is not None:
+            self._feedback(row, info, feedback_dir)
+
+    def _feedback(self, row: GradeRow, info: _AssignmentInfo, feedback_dir: Path) -> None:
+        result = self.api.generate_feedback(info.name, row.student, force=True)
+        if not result["success"]:
+            row.reason = "; ".join(filter(None, [row.reason, "feedback HTML could not be made: "
+                                                 + _failure_reason(result, self.timeout)]))
+            return
+        made = self.path(self.coursedir.feedback_directory, row.student, info.name)
+        dest = feedback_dir / row.student / info.name
+        hidden = [line for nb in info.notebooks for line in nb.hidden_lines]
+        for page in sorted(made.glob("*.html")):
+            leaks = find_hidden_leaks(page.read_text(encoding="utf-8"), hidden)
+            if leaks:  # never hand out hidden tests: withhold the page and say so
+                page.unlink()
+                withheld = f"feedback {page.name} withheld: it showed hidden test code"
+                row.reason = "; ".join(filter(None, [row.reason, withheld]))
+                continue
+            dest.mkdir(parents=True, exist_ok=True)
+            if (dest / page.name).resolve() != page.resolve():  # --out may be the course root
+                shutil.copyfile(page, dest / page.name)
+            row.feedback.append(dest / page.name)
