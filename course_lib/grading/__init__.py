@@ -1,4 +1,4 @@
-"""Graders for the exercises of notebooks 01-04: ``check_NAME(fn, *, hidden=False)``.
+"""Graders for the exercises of notebooks 01-09: ``check_NAME(fn, *, hidden=False)``.
 
 Use them in a notebook's check cell::
 
@@ -51,26 +51,7 @@ def _make_check(name: str) -> Callable[..., None]:
     return check
 
 
-# 01-language-models
-check_bigram_counts = _make_check("bigram_counts")
-check_bigram_probs = _make_check("bigram_probs")
-check_nll = _make_check("nll")
-check_perplexity = _make_check("perplexity")
-check_sample_bigram = _make_check("sample_bigram")
-# 02-tokenization
-check_get_pair_counts = _make_check("get_pair_counts")
-check_merge_pair = _make_check("merge_pair")
-check_train_bpe = _make_check("train_bpe")
-check_encode = _make_check("encode")
-check_decode = _make_check("decode")
-# 03-neural-lm
-check_softmax = _make_check("softmax")
-check_cross_entropy = _make_check("cross_entropy")
-check_sgd_step = _make_check("sgd_step")
-# 04-attention
-check_attention_scores = _make_check("attention_scores")
-check_causal_mask = _make_check("causal_mask")
-check_scaled_dot_product_attention = _make_check("scaled_dot_product_attention")
-check_split_heads = _make_check("split_heads")
-check_merge_heads = _make_check("merge_heads")
-check_multi_head_self_attention = _make_check("multi_head_self_attention")
+# One ``check_NAME`` per exercise of the catalogue, written once: the catalogue is the registry.
+for _name in EXERCISES:
+    globals()[f"check_{_name}"] = _make_check(_name)
+del _name

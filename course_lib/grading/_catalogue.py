@@ -1,4 +1,4 @@
-"""The graded exercises of notebooks 01-04: name, notebook, grader module and signature.
+"""The graded exercises of notebooks 01-09: name, notebook, grader module and signature.
 
 Imported by both sides: the learner's kernel builds ``check_NAME`` from it, and the referee
 finds each grader (``course_lib.grading.<module>.grade_<name>``) and the signature it checks.
@@ -17,10 +17,11 @@ class Exercise:
     Args:
         name: the function's name, e.g. "softmax" (the checker is ``check_softmax``).
         notebook: the assignment folder, e.g. "03-neural-lm".
-        module: the grader module under ``course_lib.grading`` (it also names the reference's
-            concept: ``course_lib.<module>`` holds the reference answer).
+        module: the grader module under ``course_lib.grading``.
         params: the parameter names of the catalogue signature, in order.
         defaults: (name, value) of the trailing parameters that have defaults.
+        reference: the ``course_lib`` module that holds the reference answer of the same name
+            (default: the grader module's name, e.g. ``course_lib.attention``).
     """
 
     name: str
@@ -28,6 +29,12 @@ class Exercise:
     module: str
     params: tuple[str, ...]
     defaults: tuple[tuple[str, object], ...] = ()
+    reference: str = ""
+
+    @property
+    def reference_module(self) -> str:
+        """The dotted name of the module that holds the reference, e.g. ``course_lib.gpt``."""
+        return f"course_lib.{self.reference or self.module}"
 
     @property
     def optional(self) -> int:
@@ -43,6 +50,8 @@ class Exercise:
 
 
 _NB01, _NB02, _NB03, _NB04 = "01-language-models", "02-tokenization", "03-neural-lm", "04-attention"
+_NB05, _NB06, _NB07 = "05-transformer", "06-training", "07-generation"
+_NB08, _NB09 = "08-modern-llms", "09-challenges"
 
 EXERCISES: dict[str, Exercise] = {
     e.name: e
@@ -76,6 +85,142 @@ EXERCISES: dict[str, Exercise] = {
             _NB04,
             "attention",
             ("x", "w_qkv", "b_qkv", "w_out", "b_out", "n_heads"),
+        ),
+        # 05: grader module "transformer"
+        Exercise(
+            "layer_norm",
+            _NB05,
+            "transformer",
+            ("x", "weight", "bias", "eps"),
+            (("eps", 1e-5),),
+            reference="functional",
+        ),
+        Exercise("gelu", _NB05, "transformer", ("x",), reference="functional"),
+        Exercise(
+            "mlp", _NB05, "transformer", ("x", "w_fc", "b_fc", "w_proj", "b_proj"), reference="gpt"
+        ),
+        Exercise(
+            "transformer_block",
+            _NB05,
+            "transformer",
+            ("x", "params", "n_heads"),
+            reference="gpt",
+        ),
+        Exercise(
+            "gpt2_forward",
+            _NB05,
+            "transformer",
+            ("input_ids", "params", "n_heads"),
+            reference="gpt",
+        ),
+        Exercise(
+            "count_parameters",
+            _NB05,
+            "transformer",
+            ("vocab_size", "n_positions", "n_embd", "n_layer"),
+            reference="gpt",
+        ),
+        # 06: grader module "training"
+        Exercise("get_batch", _NB06, "training", ("data", "batch_size", "block_size", "generator")),
+        Exercise(
+            "lr_at",
+            _NB06,
+            "training",
+            ("step", "max_lr", "min_lr", "warmup_steps", "total_steps"),
+        ),
+        Exercise("clip_grad_norm", _NB06, "training", ("params", "max_norm")),
+        Exercise(
+            "adamw_update",
+            _NB06,
+            "training",
+            ("param", "grad", "m", "v", "step", "lr", "betas", "eps", "weight_decay"),
+            (("betas", (0.9, 0.999)), ("eps", 1e-8), ("weight_decay", 0.01)),
+        ),
+        # 07: grader module "generation"
+        Exercise("greedy_next_token", _NB07, "generation", ("logits",)),
+        Exercise("apply_temperature", _NB07, "generation", ("logits", "temperature")),
+        Exercise("top_k_filter", _NB07, "generation", ("logits", "k")),
+        Exercise("top_p_filter", _NB07, "generation", ("logits", "p")),
+        Exercise(
+            "apply_repetition_penalty",
+            _NB07,
+            "generation",
+            ("input_ids", "logits", "penalty"),
+        ),
+        Exercise("sample_next_token", _NB07, "generation", ("logits", "generator")),
+        Exercise(
+            "generate",
+            _NB07,
+            "generation",
+            (
+                "model",
+                "input_ids",
+                "max_new_tokens",
+                "do_sample",
+                "temperature",
+                "top_k",
+                "top_p",
+                "generator",
+            ),
+            (
+                ("do_sample", False),
+                ("temperature", 1.0),
+                ("top_k", None),
+                ("top_p", None),
+                ("generator", None),
+            ),
+        ),
+        Exercise("generate_cached", _NB07, "generation", ("model", "input_ids", "max_new_tokens")),
+        # 08: grader module "llama"
+        Exercise(
+            "rms_norm",
+            _NB08,
+            "llama",
+            ("x", "weight", "eps"),
+            (("eps", 1e-6),),
+            reference="functional",
+        ),
+        Exercise(
+            "rope_cos_sin",
+            _NB08,
+            "llama",
+            ("positions", "head_dim", "theta"),
+            (("theta", 10000.0),),
+            reference="attention",
+        ),
+        Exercise("apply_rope", _NB08, "llama", ("x", "cos", "sin"), reference="attention"),
+        Exercise("swiglu_mlp", _NB08, "llama", ("x", "w_gate", "w_up", "w_down")),
+        Exercise("repeat_kv", _NB08, "llama", ("x", "n_rep"), reference="attention"),
+        Exercise("llama_forward", _NB08, "llama", ("input_ids", "params", "config")),
+        # 09: grader module "challenges"
+        Exercise(
+            "train_flops", _NB09, "challenges", ("n_params", "n_tokens"), reference="training"
+        ),
+        Exercise(
+            "training_days",
+            _NB09,
+            "challenges",
+            ("n_params", "n_tokens", "n_gpus", "peak_flops", "mfu"),
+            reference="training",
+        ),
+        Exercise(
+            "kv_cache_bytes",
+            _NB09,
+            "challenges",
+            ("n_layers", "n_kv_heads", "head_dim", "seq_len", "batch_size", "bytes_per_value"),
+            (("bytes_per_value", 2),),
+            reference="attention",
+        ),
+        Exercise(
+            "attention_entropy", _NB09, "challenges", ("weights",), reference="interpretability"
+        ),
+        Exercise(
+            "logit_lens",
+            _NB09,
+            "challenges",
+            ("hidden", "norm_weight", "unembed", "eps"),
+            (("eps", 1e-5),),
+            reference="interpretability",
         ),
     ]
 }

@@ -17,7 +17,7 @@ import copy
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn
 
 import torch
@@ -452,6 +452,87 @@ class PairOut(Kind):
         if not self.first.same(a[0], b[0]):
             return self.first.mismatch(a[0], b[0])
         return self.second.mismatch(a[1], b[1])
+
+
+# ------------------------------------------------------------------------------------------------
+# Tolerances derived from the case (portable across CPUs and thread counts)
+# ------------------------------------------------------------------------------------------------
+
+# A learner's float32 answer may differ from the float64 reference by float32 rounding, and
+# how much depends on the CPU's kernels (AVX2 vs AVX-512, FMA), the thread count and the order
+# of their sums. So no tolerance is read off one machine: each case measures how far float32
+# can drift on *these* inputs, two ways, and allows ROUNDING_FACTOR times the larger:
+#   1. the reference run in float32 against the same reference in float64 (the rounding of
+#      one valid float32 algorithm on this case);
+#   2. the float64 reference on inputs jittered by one float32 unit in the last place (the
+#      case's conditioning: how much an ulp of rounding anywhere early gets amplified).
+# Classic mistakes are off by amounts of the output's own size, thousands of times more.
+ROUNDING_FACTOR = 32.0
+FLOAT32_ULP = 2.0**-24
+
+
+def _cast(arg: Any, dtype: torch.dtype) -> Any:
+    """``arg`` with every floating tensor (also inside lists, tuples and dicts) cast to dtype."""
+    if isinstance(arg, Tensor):
+        return arg.to(dtype) if arg.is_floating_point() else arg.clone()
+    if isinstance(arg, (list, tuple)):
+        return type(arg)(_cast(a, dtype) for a in arg)
+    if isinstance(arg, dict) and not is_special(arg):
+        return {k: _cast(v, dtype) for k, v in arg.items()}
+    return copy.deepcopy(arg)
+
+
+def _jitter(arg: Any, gen: torch.Generator) -> Any:
+    """``arg`` (float64) with each floating entry moved by about one float32 ulp."""
+    if isinstance(arg, Tensor):
+        if not arg.is_floating_point():
+            return arg.clone()
+        noise = torch.randn(arg.shape, generator=gen, dtype=torch.float64)
+        return arg * (1 + FLOAT32_ULP * noise)
+    if isinstance(arg, (list, tuple)):
+        return type(arg)(_jitter(a, gen) for a in arg)
+    if isinstance(arg, dict) and not is_special(arg):
+        return {k: _jitter(v, gen) for k, v in arg.items()}
+    return copy.deepcopy(arg)
+
+
+def _spread(a: Any, b: Any) -> float:
+    """The largest absolute difference between two same-shape answers (0 if not comparable)."""
+    if isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape:
+        diff = (a.double() - b.double()).abs()
+        finite = diff[diff.isfinite()]
+        return float(finite.max()) if finite.numel() else 0.0
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        d = abs(float(a) - float(b))
+        return d if math.isfinite(d) else 0.0
+    return 0.0
+
+
+def _widen(kind: Kind, e64: Any, others: Sequence[Any]) -> Kind:
+    if isinstance(kind, PairOut):
+        return replace(
+            kind,
+            first=_widen(kind.first, e64[0], [o[0] for o in others]),
+            second=_widen(kind.second, e64[1], [o[1] for o in others]),
+        )
+    if isinstance(kind, (TensorOut, FloatOut)) and not getattr(kind, "exact", False):
+        spread = max((_spread(o, e64) for o in others), default=0.0)
+        return replace(kind, atol=max(kind.atol, ROUNDING_FACTOR * spread))
+    return kind
+
+
+def reference_answer(kind: Kind, reference: Callable[..., Any], *args: Any) -> tuple[Kind, Any]:
+    """The float64 reference answer on ``args`` and ``kind`` with a tolerance fit for this case.
+
+    ``reference`` is called three times: on ``args`` cast to float64 (the answer), cast to
+    float32, and in float64 jittered by one float32 ulp; ``kind.atol`` is raised to
+    ``ROUNDING_FACTOR`` times the larger drift (never lowered). Integer arguments pass through.
+    """
+    args64 = _cast(args, torch.float64)
+    expected = reference(*args64)
+    drifts = [reference(*_cast(args, torch.float32))]
+    drifts.append(reference(*_jitter(args64, torch.Generator().manual_seed(0))))
+    return _widen(kind, expected, drifts), expected
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,7 +14,15 @@ import torch
 from torch import Tensor
 
 from course_lib import attention as ref
-from course_lib.grading._harness import Mistake, Outcome, PairOut, Session, TensorOut, verify
+from course_lib.grading._harness import (
+    Mistake,
+    Outcome,
+    PairOut,
+    Session,
+    TensorOut,
+    reference_answer,
+    verify,
+)
 
 _TRANSPOSE_HINT = (
     "Transpose only the last two dims of k: k.transpose(-2, -1) (k.T reverses every dim of a "
@@ -97,13 +105,13 @@ def grade_attention_scores(s: Session) -> None:
     for q, k in _score_cases(s):
         out = s.call(q, k)
         shape = (*q.shape[:-1], k.shape[-2])
-        verify(
-            s,
-            out,
+        kind, expected = reference_answer(
             TensorOut(shape, "float", rtol=1e-4, atol=1e-5, what="scores"),
-            ref.attention_scores(q.double(), k.double()),
-            mistakes=_score_mistakes(),
+            ref.attention_scores,
+            q,
+            k,
         )
+        verify(s, out, kind, expected, mistakes=_score_mistakes())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -295,8 +303,7 @@ def grade_scaled_dot_product_attention(s: Session) -> None:
             TensorOut((*q.shape[:-1], v.shape[-1]), "float", rtol=1e-4, atol=1e-5, what="output"),
             TensorOut((*q.shape[:-1], k.shape[-2]), "float", rtol=1e-4, atol=1e-6, what="weights"),
         )
-        m64 = None if mask is None else mask
-        expected = ref.scaled_dot_product_attention(q.double(), k.double(), v.double(), m64)
+        kind, expected = reference_answer(kind, ref.scaled_dot_product_attention, q, k, v, mask)
         verify(
             s,
             out,
@@ -598,13 +605,20 @@ def grade_multi_head_self_attention(s: Session) -> None:
                 )
             return None
 
-        expected = ref.multi_head_self_attention(
-            x.double(), w_qkv.double(), b_qkv.double(), w_out.double(), b_out.double(), H
+        kind, expected = reference_answer(
+            TensorOut((B, T, C), "float", rtol=1e-4, atol=1e-5),
+            ref.multi_head_self_attention,
+            x,
+            w_qkv,
+            b_qkv,
+            w_out,
+            b_out,
+            H,
         )
         verify(
             s,
             out,
-            TensorOut((B, T, C), "float", rtol=1e-4, atol=1e-5),
+            kind,
             expected,
             mistakes=_mhsa_mistakes(),
             properties=[causal],

@@ -9,7 +9,14 @@ import torch
 from torch import Tensor
 
 from course_lib import functional as ref
-from course_lib.grading._harness import Mistake, Session, TensorOut, params_arg, verify
+from course_lib.grading._harness import (
+    Mistake,
+    Session,
+    TensorOut,
+    params_arg,
+    reference_answer,
+    verify,
+)
 
 # ------------------------------------------------------------------------------------------------
 # softmax
@@ -127,7 +134,9 @@ def grade_softmax(s: Session) -> None:
     for x, dim in _softmax_cases(s):
         d = -1 if dim is None else dim
         out = s.call(x) if dim is None else s.call(x, dim)
-        expected = ref.softmax(x.double(), d)
+        kind, expected = reference_answer(
+            TensorOut(tuple(x.shape), "float", rtol=1e-4, atol=1e-6), ref.softmax, x, d
+        )
         scale = x[x.isfinite()].abs().max().item()
 
         def finite(y: Tensor, scale: float = scale) -> str | None:
@@ -150,7 +159,7 @@ def grade_softmax(s: Session) -> None:
         verify(
             s,
             out,
-            TensorOut(tuple(x.shape), "float", rtol=1e-4, atol=1e-6),
+            kind,
             expected,
             mistakes=_softmax_mistakes(d, dim is not None),
             properties=[finite, sums_to_one],
@@ -278,11 +287,12 @@ def grade_cross_entropy(s: Session) -> None:
                 )
             return None
 
+        case_kind, expected = reference_answer(kind, ref.cross_entropy, logits, targets)
         verify(
             s,
             out,
-            kind,
-            ref.cross_entropy(logits.double(), targets),
+            case_kind,
+            expected,
             mistakes=_ce_mistakes(),
             properties=[finite, nonnegative],
         )
@@ -291,7 +301,8 @@ def grade_cross_entropy(s: Session) -> None:
     n, v = s.rng.randint(3, 6), s.rng.randint(4, 8)
     logits, targets = s.randn(n, v, scale=2.0), s.randint(0, v, n)
     out = s.call(logits, targets, requires_grad=[0], backward=True)
-    verify(s, out, kind, ref.cross_entropy(logits.double(), targets), mistakes=_ce_mistakes())
+    case_kind, expected = reference_answer(kind, ref.cross_entropy, logits, targets)
+    verify(s, out, case_kind, expected, mistakes=_ce_mistakes())
     back = out.backward or {}
     if back.get("reason") == "no_graph":
         s.fail(
@@ -305,13 +316,17 @@ def grade_cross_entropy(s: Session) -> None:
         s.fail(f"loss.backward() raised {err.get('type')}: {err.get('message')}", out)
     s.expect(bool(back.get("ok")), "loss.backward() did not run on your loss", out)
     grad = (back.get("grads") or [None])[0]
-    expected = (ref.softmax(logits.double(), -1) - torch.nn.functional.one_hot(targets, v)) / n
-    gkind = TensorOut(
-        tuple(logits.shape),
-        "float",
-        rtol=1e-4,
-        atol=1e-6,
-        what="gradient of the loss w.r.t. logits",
+    gkind, expected = reference_answer(
+        TensorOut(
+            tuple(logits.shape),
+            "float",
+            rtol=1e-4,
+            atol=1e-6,
+            what="gradient of the loss w.r.t. logits",
+        ),
+        lambda z, t: (ref.softmax(z, -1) - torch.nn.functional.one_hot(t, v).to(z.dtype)) / n,
+        logits,
+        targets,
     )
     if grad is None:
         s.fail(

@@ -19,6 +19,7 @@ from course_lib.grading._harness import (
     Session,
     TensorOut,
     generator_arg,
+    reference_answer,
     verify,
 )
 
@@ -190,11 +191,17 @@ def grade_bigram_probs(s: Session) -> None:
                 )
             return None
 
+        kind, expected = reference_answer(
+            TensorOut((n, n), "float", rtol=1e-5, atol=1e-7, what="probabilities"),
+            ref.bigram_probs,
+            counts.double(),
+            alpha,
+        )
         verify(
             s,
             out,
-            TensorOut((n, n), "float", rtol=1e-5, atol=1e-7, what="probabilities"),
-            ref.bigram_probs(counts.double(), alpha).double(),
+            kind,
+            expected,
             mistakes=_probs_mistakes(),
             properties=[finite, rows_sum_to_one],
         )
@@ -298,11 +305,14 @@ def grade_nll(s: Session) -> None:
     s.inplace_hint = "Read probs and ids only; do not modify them."
     for probs, ids in _nll_cases(s):
         out = s.call(probs, ids)
+        kind, expected = reference_answer(
+            FloatOut(rtol=2e-5, atol=1e-6, what="nll"), ref.nll, probs, ids
+        )
         verify(
             s,
             out,
-            FloatOut(rtol=2e-5, atol=1e-6, what="nll"),
-            ref.nll(probs.double(), ids),
+            kind,
+            expected,
             mistakes=_nll_mistakes(),
             properties=_float_properties("nll"),
         )
@@ -340,11 +350,14 @@ def grade_perplexity(s: Session) -> None:
 
     for probs, ids in _nll_cases(s):
         out = s.call(probs, ids)
+        kind, expected = reference_answer(
+            FloatOut(rtol=2e-5, atol=1e-6, what="perplexity"), ref.perplexity, probs, ids
+        )
         verify(
             s,
             out,
-            FloatOut(rtol=2e-5, atol=1e-6, what="perplexity"),
-            ref.perplexity(probs.double(), ids),
+            kind,
+            expected,
             mistakes=mistakes,
             properties=_float_properties("perplexity") + [at_least_one],
         )

@@ -8,8 +8,10 @@ message its grader must give.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -35,3 +37,14 @@ def bug(exercise: str, expect: str) -> Callable[[Callable], Impl]:
         return Impl(exercise, "bug", fn, expect)
 
     return register
+
+
+def _collect() -> list[Impl]:
+    """The ``IMPLS`` of every ``impl_*.py`` beside this file, in file-name order."""
+    impls: list[Impl] = []
+    for path in sorted(Path(__file__).parent.glob("impl_*.py")):
+        impls += importlib.import_module(path.stem).IMPLS
+    return impls
+
+
+ALL: list[Impl] = _collect()

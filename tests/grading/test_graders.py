@@ -1,7 +1,7 @@
 """Every grader accepts the right implementations and names the mistake of each buggy one.
 
 The implementations are in ``impl_*.py`` (written for these tests, never imported from
-course_lib). One referee process serves the whole test session.
+course_lib; every such module is collected by ``grading_impl.ALL``). One referee process serves the whole test session.
 """
 
 from __future__ import annotations
@@ -12,15 +12,11 @@ import time
 
 import pytest
 from grading_results import CATCH_TABLE, run_impl
-from impl_attention import IMPLS as ATTENTION
-from impl_bpe import IMPLS as BPE
-from impl_functional import IMPLS as FUNCTIONAL
-from impl_ngram import IMPLS as NGRAM
+from grading_impl import ALL
 
 import course_lib.grading as grading
 from course_lib.grading._catalogue import EXERCISES
 
-ALL = NGRAM + BPE + FUNCTIONAL + ATTENTION
 RIGHT = [i for i in ALL if i.kind != "bug"]
 BUGS = [i for i in ALL if i.kind == "bug"]
 
@@ -66,7 +62,7 @@ def test_an_untouched_stub_is_not_implemented_yet(name):
 
 @pytest.mark.parametrize("name", list(EXERCISES))
 def test_handing_in_course_libs_reference_fails(name):
-    reference = getattr(importlib.import_module(f"course_lib.{EXERCISES[name].module}"), name)
+    reference = getattr(importlib.import_module(EXERCISES[name].reference_module), name)
     with pytest.raises(AssertionError, match="you handed in course_lib's reference"):
         getattr(grading, f"check_{name}")(reference)
 
