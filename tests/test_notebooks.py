@@ -2,7 +2,7 @@
 
 Three kinds of test, over every ``solutions/<name>/<name>.ipynb``:
 
-1. (fast) the source follows the nbgrader conventions of COURSE.md: schema version 3, unique
+1. (fast) the source follows the course's nbgrader conventions: schema version 3, unique
    grade ids, a locked setup cell first, each solution cell followed by its exact check cell
    with 1 to 3 points, solution regions present, docstrings kept outside them, and demo cells
    that never call a learner's function;
@@ -32,7 +32,8 @@ SOLUTIONS = sorted(ROOT.glob("solutions/*/*.ipynb"))
 ASSIGNMENTS = [p.parent.name for p in SOLUTIONS]
 
 CELL_TIMEOUT_S = 300
-# A notebook must run in at most 3 minutes on 2 CPU cores (COURSE.md); raise it on a slow machine.
+# A notebook must run in at most 3 minutes on 2 CPU cores (the course's promise to workshops);
+# raise it on a slow machine.
 NOTEBOOK_LIMIT_S = float(os.environ.get("COURSE_NOTEBOOK_LIMIT_S", "180"))
 KERNEL_ENV = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1",
               "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -44,7 +45,7 @@ HIDDEN_MARKERS = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 
 
 def check_cell_source(fn: str) -> str:
-    """The exact source of the check cell of exercise ``fn`` (COURSE.md, grader contract)."""
+    """The exact source of the check cell of exercise ``fn`` (visible check, then hidden ones)."""
     return (f"from course_lib.grading import check_{fn}\n"
             f"check_{fn}({fn})\n"
             f"{HIDDEN_MARKERS[0]}\n"
