@@ -25,9 +25,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from course_lib.attention import KVCache, causal_attention
+from course_lib import functional
+from course_lib.attention import KVCache, causal_attention, multi_head_self_attention
 
-__all__ = ["GPT", "CausalLMOutput", "GPTConfig", "causal_lm_loss"]
+__all__ = [
+    "GPT",
+    "CausalLMOutput",
+    "GPTConfig",
+    "causal_lm_loss",
+    "count_parameters",
+    "gpt2_forward",
+    "mlp",
+    "params_from_hf",
+    "transformer_block",
+]
 
 
 @dataclass(frozen=True)
@@ -260,6 +271,129 @@ def _hf_key_map(config: GPTConfig) -> list[tuple[str, bool]]:
     if not config.tie_word_embeddings:  # tied: lm_head.weight *is* wte.weight
         keys.append(("lm_head.weight", False))
     return keys
+
+
+# ------------------------------------------------------------------------------------------------
+# The same model as plain functions of a params dict (the exercises of notebook 05)
+# ------------------------------------------------------------------------------------------------
+
+
+def mlp(x: Tensor, w_fc: Tensor, b_fc: Tensor, w_proj: Tensor, b_proj: Tensor) -> Tensor:
+    """GPT-2's feed-forward layer: ``gelu(x @ w_fc.T + b_fc) @ w_proj.T + b_proj``.
+
+    Args:
+        x: (..., C).
+        w_fc: (4C, C) and b_fc: (4C,): the expansion (any hidden size works).
+        w_proj: (C, 4C) and b_proj: (C,): the projection back.
+
+    Returns:
+        (..., C).
+    """
+    return functional.gelu(x @ w_fc.T + b_fc) @ w_proj.T + b_proj
+
+
+def transformer_block(
+    x: Tensor, params: dict[str, Tensor], n_heads: int, eps: float = 1e-5
+) -> Tensor:
+    """One pre-LN GPT-2 block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``, causal.
+
+    Args:
+        x: (B, T, C).
+        params: the block's tensors under GPT-2's names, nn.Linear layout: ``ln_1.weight``,
+            ``ln_1.bias``, ``attn.c_attn.weight`` (3C, C), ``attn.c_attn.bias``,
+            ``attn.c_proj.weight`` (C, C), ``attn.c_proj.bias``, ``ln_2.weight``, ``ln_2.bias``,
+            ``mlp.c_fc.weight`` (4C, C), ``mlp.c_fc.bias``, ``mlp.c_proj.weight`` (C, 4C),
+            ``mlp.c_proj.bias``.
+        n_heads: number of attention heads H, dividing C.
+        eps: LayerNorm epsilon (GPT-2: 1e-5).
+
+    Returns:
+        (B, T, C).
+    """
+    p = params
+    h = functional.layer_norm(x, p["ln_1.weight"], p["ln_1.bias"], eps)
+    x = x + multi_head_self_attention(
+        h,
+        p["attn.c_attn.weight"],
+        p["attn.c_attn.bias"],
+        p["attn.c_proj.weight"],
+        p["attn.c_proj.bias"],
+        n_heads,
+    )
+    h = functional.layer_norm(x, p["ln_2.weight"], p["ln_2.bias"], eps)
+    return x + mlp(
+        h, p["mlp.c_fc.weight"], p["mlp.c_fc.bias"], p["mlp.c_proj.weight"], p["mlp.c_proj.bias"]
+    )
+
+
+def _n_layers(params: dict[str, Tensor]) -> int:
+    """L, read from the ``h.{i}.`` keys (they must run 0..L-1 without a gap)."""
+    layers = {int(k.split(".")[1]) for k in params if k.startswith("h.")}
+    if layers != set(range(len(layers))):
+        raise ValueError(f"the block keys must be h.0. ... h.{{L-1}}., got layers {sorted(layers)}")
+    return len(layers)
+
+
+def gpt2_forward(input_ids: Tensor, params: dict[str, Tensor], n_heads: int) -> Tensor:
+    """GPT-2's logits from a params dict: embeddings, L blocks, ``ln_f``, output tied to ``wte``.
+
+    Args:
+        input_ids: (B, T) int64, T at most the number of positions P.
+        params: ``wte.weight`` (V, C), ``wpe.weight`` (P, C), ``h.{i}.<block key>`` for
+            i = 0..L-1 (see ``transformer_block``), ``ln_f.weight``, ``ln_f.bias``; nn.Linear
+            layout (``params_from_hf`` makes it from a ``GPT2LMHeadModel``).
+        n_heads: number of attention heads.
+
+    Returns:
+        Logits (B, T, V), equal to ``GPT2LMHeadModel``'s.
+    """
+    T = input_ids.shape[1]
+    wte = params["wte.weight"]  # (V, C)
+    pos = torch.arange(T, device=input_ids.device)
+    x = wte[input_ids] + params["wpe.weight"][pos]  # (B, T, C)
+    for i in range(_n_layers(params)):
+        prefix = f"h.{i}."
+        block = {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
+        x = transformer_block(x, block, n_heads)
+    x = functional.layer_norm(x, params["ln_f.weight"], params["ln_f.bias"])
+    return x @ wte.T  # (B, T, V): the output layer is the token embedding (tied)
+
+
+def count_parameters(vocab_size: int, n_positions: int, n_embd: int, n_layer: int) -> int:
+    """Parameters of GPT-2 with a tied output layer: ``V*C + P*C + L*(12*C*C + 13*C) + 2*C``.
+
+    Per block: two LayerNorms (2C each), c_attn (3C*C + 3C), attention c_proj (C*C + C),
+    mlp c_fc (4C*C + 4C), mlp c_proj (4C*C + C). Then the final LayerNorm (2C).
+
+    Example:
+        >>> count_parameters(50257, 1024, 768, 12)  # GPT-2 small
+        124439808
+    """
+    V, P, C, L = vocab_size, n_positions, n_embd, n_layer
+    return V * C + P * C + L * (12 * C * C + 13 * C) + 2 * C
+
+
+def params_from_hf(hf_model: nn.Module) -> dict[str, Tensor]:
+    """A ``GPT2LMHeadModel``'s weights as the params dict of ``gpt2_forward`` (detached copies).
+
+    Drops the ``transformer.`` prefix and ``lm_head.weight`` (tied to ``wte.weight``), and
+    transposes the four Conv1D weights of each block from HF's (d_in, d_out) to nn.Linear's
+    (d_out, d_in).
+    """
+    from transformers import GPT2LMHeadModel
+
+    if not isinstance(hf_model, GPT2LMHeadModel):
+        raise TypeError(f"params_from_hf expects a GPT2LMHeadModel, got {type(hf_model).__name__}")
+    if not hf_model.config.tie_word_embeddings:
+        raise ValueError("gpt2_forward ties the output layer to wte: this model is untied")
+    source = hf_model.state_dict()
+    params = {}
+    hf = hf_model.config
+    config = GPTConfig(hf.vocab_size, hf.n_positions, hf.n_embd, hf.n_layer, hf.n_head)
+    for key, transposed in _hf_key_map(config):
+        t = source[key].detach()
+        params[key.removeprefix("transformer.")] = (t.t() if transposed else t).clone()
+    return params
 
 
 # ------------------------------------------------------------------------------------------------

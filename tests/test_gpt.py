@@ -305,3 +305,73 @@ def test_hf_alias_properties():
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.n_layer = 3
+
+
+# ------------------------------------------------------------------------------------------------
+# The functional forms of notebook 05: gpt2_forward(input_ids, params, n_heads) and its parts
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec", [CONFIGS[0], CONFIGS[2]])
+def test_gpt2_forward_equals_hf_logits(spec):
+    from course_lib.gpt import gpt2_forward, params_from_hf
+
+    hf = tiny_hf(spec)
+    params = params_from_hf(hf)
+    assert "lm_head.weight" not in params and "wte.weight" in params
+    C = spec[2]
+    assert params["h.0.attn.c_attn.weight"].shape == (3 * C, C)  # nn.Linear layout
+    x = ids(spec[0], 2, spec[1])
+    with torch.no_grad():
+        expected = hf(x).logits
+    assert expected.abs().max() > 1.0
+    torch.testing.assert_close(gpt2_forward(x, params, spec[4]), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_gpt2_forward_equals_the_shipped_course_gpt():
+    from course_lib.gpt import gpt2_forward, params_from_hf
+    from course_lib.pretrained import load_course_gpt
+
+    hf, tokenizer = load_course_gpt()
+    x = torch.tensor([tokenizer.encode("ROMEO:\nBut soft, what light through yonder window")])
+    with torch.no_grad():
+        expected = hf(x).logits
+        logits = gpt2_forward(x, params_from_hf(hf), hf.config.n_head)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-5)
+
+
+def test_transformer_block_and_mlp_equal_our_modules():
+    from course_lib.gpt import mlp, transformer_block
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, n_positions=16, n_embd=24, n_layer=1, n_head=3)).eval()
+    block = model.transformer.h[0]
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0.0, 0.3)
+        params = dict(block.named_parameters())
+        x = torch.randn(2, 9, 24)
+        torch.testing.assert_close(transformer_block(x, params, 3), block(x), atol=1e-5, rtol=1e-5)
+        m = block.mlp
+        torch.testing.assert_close(
+            mlp(x, m.c_fc.weight, m.c_fc.bias, m.c_proj.weight, m.c_proj.bias), m(x)
+        )
+
+
+def test_count_parameters_equals_hf_and_gpt2_small():
+    from course_lib.gpt import count_parameters
+
+    assert count_parameters(50257, 1024, 768, 12) == 124_439_808
+    for spec in (CONFIGS[0].values[0], CONFIGS[2].values[0]):
+        vocab, n_pos, n_embd, n_layer, _, _ = spec
+        hf = tiny_hf(spec)
+        assert count_parameters(vocab, n_pos, n_embd, n_layer) == hf.num_parameters()
+
+
+def test_params_from_hf_refuses_what_gpt2_forward_cannot_run():
+    from course_lib.gpt import params_from_hf
+
+    with pytest.raises(ValueError, match="untied"):
+        params_from_hf(tiny_hf(CONFIGS[1].values[0]))
+    with pytest.raises(TypeError, match="GPT2LMHeadModel"):
+        params_from_hf(torch.nn.Linear(2, 2))
