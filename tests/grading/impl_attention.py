@@ -115,6 +115,28 @@ def sdpa_large_negative_and_where(q, k, v, mask=None):
     return [weights @ v, weights]  # a list of two is accepted
 
 
+def sdpa_fused_output(q, k, v, mask=None):
+    """The output from PyTorch's fused kernel: other float32 rounding than q @ k^T, softmax, @ v."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask), torch.softmax(scores, -1)
+
+
+def sdpa_other_summation_order(q, k, v, mask=None):
+    """Scale q first, sum the channels in another order, weight the values by broadcasting.
+
+    Mathematically the reference; in float32 it rounds like another CPU's kernels would.
+    """
+    order = torch.arange(q.shape[-1] - 1, -1, -1)
+    scores = (q[..., order] / math.sqrt(q.shape[-1])) @ k[..., order].transpose(-2, -1)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    e = (scores - scores.amax(-1, keepdim=True)).exp()
+    weights = e / e.sum(-1, keepdim=True)
+    return (weights.unsqueeze(-1) * v.unsqueeze(-3)).sum(-2), weights
+
+
 @bug("scaled_dot_product_attention", "mask applied after softmax")
 def sdpa_mask_after_softmax(q, k, v, mask=None):
     weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
@@ -374,6 +396,8 @@ IMPLS = [
     causal_mask_additive,
     right("scaled_dot_product_attention", scaled_dot_product_attention, "reference"),
     right("scaled_dot_product_attention", sdpa_large_negative_and_where),
+    right("scaled_dot_product_attention", sdpa_fused_output),
+    right("scaled_dot_product_attention", sdpa_other_summation_order),
     sdpa_mask_after_softmax,
     sdpa_mask_inverted,
     sdpa_no_softmax,
