@@ -108,11 +108,15 @@ def doctor(*, load_model: bool = True, corpus_package: str | None = None,
 
 
 def lab(host: str = "127.0.0.1", port: int = 8888, open_browser: bool = True,
-        extra: list[str] | None = None) -> int:
-    """Start JupyterLab on ``notebooks/`` (``--allow-root`` only when running as root)."""
-    notebooks = REPO_ROOT / "notebooks"
+        extra: list[str] | None = None, notebook_dir: str | os.PathLike | None = None) -> int:
+    """Start JupyterLab on ``notebooks/`` (``--allow-root`` only when running as root).
+
+    ``notebook_dir`` serves another folder instead, e.g. a learner's own copy of the notebooks.
+    """
+    notebooks = Path(notebook_dir).resolve() if notebook_dir is not None else REPO_ROOT / "notebooks"
     if not notebooks.is_dir():
-        print(f"{notebooks} does not exist: run `course release` first", file=sys.stderr)
+        fix = "check the path" if notebook_dir is not None else "run `course release` first"
+        print(f"{notebooks} does not exist: {fix}", file=sys.stderr)
         return 1
     jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent)) or shutil.which("jupyter")
     if jupyter is None:
@@ -147,10 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=os.environ.get("COURSE_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("COURSE_PORT", "8888")))
     p.add_argument("--no-browser", action="store_true")
+    p.add_argument("--notebook-dir", metavar="DIR",
+                   help="serve this folder instead of notebooks/ (e.g. your own copy)")
     p.add_argument("jupyter_args", nargs=argparse.REMAINDER,
                    help="anything after -- goes to jupyter lab unchanged")
     p.set_defaults(func=lambda a: lab(a.host, a.port, not a.no_browser,
-                                      [x for x in a.jupyter_args if x != "--"]))
+                                      [x for x in a.jupyter_args if x != "--"], a.notebook_dir))
 
     for name in _SUBCOMMAND_MODULES:
         try:
