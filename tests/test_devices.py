@@ -4,11 +4,21 @@ import torch
 import course_lib
 
 
-def test_default_is_best_available(monkeypatch):
+@pytest.mark.parametrize(
+    ("cuda", "mps", "expected"),
+    [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")],
+)
+def test_default_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda, mps, expected):
     monkeypatch.delenv("COURSE_DEVICE", raising=False)
-    expected = "cuda" if torch.cuda.is_available() else (
-        "mps" if torch.backends.mps.is_available() else "cpu")
-    assert course_lib.device().type == expected
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert course_lib.device() == torch.device(expected)
+
+
+def test_default_device_holds_a_tensor(monkeypatch):
+    monkeypatch.delenv("COURSE_DEVICE", raising=False)
+    x = torch.ones(3, device=course_lib.device())
+    assert float(x.sum()) == 3.0
 
 
 def test_env_override(monkeypatch):
