@@ -7,8 +7,9 @@ Read top-down, each function builds on the ones above it:
 3. ``rotate_half`` -> ``rope_cos_sin`` -> ``apply_rope`` (+ ``to_interleaved``/``to_half_split``):
    rotary position embeddings as Llama uses them.
 4. ``repeat_kv``: grouped-query attention shares one key/value head among several query heads.
-5. ``KVCache`` and ``causal_attention``: what the models in ``course_lib.gpt`` and
-   ``course_lib.llama`` run at speed (fused kernel, keys and values kept between decoding steps).
+5. ``KVCache`` (its size: ``kv_cache_bytes``) and ``causal_attention``: what the models in
+   ``course_lib.gpt`` and ``course_lib.llama`` run at speed (fused kernel, keys and values kept
+   between decoding steps).
 
 Conventions: weights use the ``torch.nn.Linear`` layout ``(d_out, d_in)``, so ``y = x @ W.T + b``;
 a boolean mask is ``True`` where a query may attend to a key; RoPE uses Hugging Face's
@@ -30,6 +31,7 @@ __all__ = [
     "attention_scores",
     "causal_attention",
     "causal_mask",
+    "kv_cache_bytes",
     "merge_heads",
     "multi_head_self_attention",
     "repeat_kv",
@@ -514,6 +516,46 @@ class KVCache:
     def __repr__(self) -> str:
         shape = tuple(self.keys[0].shape) if self.keys else None
         return f"KVCache(layers={len(self)}, keys[0]={shape})"
+
+
+def kv_cache_bytes(
+    n_layers: int,
+    n_kv_heads: int,
+    head_dim: int,
+    seq_len: int,
+    batch_size: int,
+    bytes_per_value: int = 2,
+) -> int:
+    """Memory a full :class:`KVCache` takes: keys and values of every layer, head and position.
+
+    ``2 * n_layers * n_kv_heads * head_dim * seq_len * batch_size * bytes_per_value``; the 2
+    counts keys and values. Grouped-query attention stores ``n_kv_heads`` heads, not the
+    query heads. Python ints never overflow, so any size is exact.
+
+    Args:
+        n_layers: transformer blocks (each keeps its own cache).
+        n_kv_heads: key/value heads per layer.
+        head_dim: D, the size of one head's key (and value) vector.
+        seq_len: positions cached (prompt plus generated tokens).
+        batch_size: sequences generated together.
+        bytes_per_value: 2 for float16/bfloat16, 4 for float32, 1 for 8-bit.
+
+    Example:
+        >>> kv_cache_bytes(30, 3, 64, 8192, 1)  # SmolLM2-135M, full context, bf16
+        188743680
+    """
+    sizes = {
+        "n_layers": n_layers,
+        "n_kv_heads": n_kv_heads,
+        "head_dim": head_dim,
+        "seq_len": seq_len,
+        "batch_size": batch_size,
+        "bytes_per_value": bytes_per_value,
+    }
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+    return 2 * n_layers * n_kv_heads * head_dim * seq_len * batch_size * bytes_per_value
 
 
 def causal_attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0) -> Tensor:

@@ -13,7 +13,7 @@ The pieces, in the order the loop uses them:
 - :class:`AdamW` is Adam with decoupled weight decay, written out by hand;
 - :func:`train` ties them together with an evaluation loop and a tqdm progress bar;
 - :func:`save_checkpoint` / :func:`load_checkpoint` make a run resumable, bit for bit;
-- :func:`train_flops` and :func:`mfu` turn a run into compute numbers.
+- :func:`train_flops`, :func:`mfu` and :func:`training_days` turn a run into compute numbers.
 """
 
 from __future__ import annotations
@@ -525,6 +525,38 @@ def mfu(n_params: int, tokens_per_second: float, peak_flops: float) -> float:
     if tokens_per_second < 0 or n_params < 0:
         raise ValueError("n_params and tokens_per_second must be >= 0")
     return 6 * n_params * tokens_per_second / peak_flops
+
+
+def training_days(
+    n_params: float, n_tokens: float, n_gpus: int, peak_flops: float, mfu: float
+) -> float:
+    """Wall-clock days to train ``n_params`` parameters on ``n_tokens`` tokens.
+
+    ``6 N D`` FLOPs (:func:`train_flops`) at ``n_gpus * peak_flops * mfu`` FLOP/s, in days of
+    86,400 s. Sizes may be ints or floats (``175e9``); Python's int / float division is
+    correctly rounded, so GPT-3-scale ints (``6 N D`` about 3e23) neither overflow nor lose
+    precision.
+
+    Args:
+        n_params: N, the number of parameters.
+        n_tokens: D, the number of training tokens.
+        n_gpus: how many accelerators work together.
+        peak_flops: one accelerator's peak FLOP/s in the training dtype.
+        mfu: the fraction of the peak actually achieved (model FLOPs utilisation, 0 < mfu <= 1).
+
+    Example:
+        >>> round(training_days(175_000_000_000, 300_000_000_000, 1024, 312e12, 0.4), 1)
+        28.5
+    """
+    for name, value in [("n_params", n_params), ("n_tokens", n_tokens)]:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+            raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    for name, value in [("n_gpus", n_gpus), ("peak_flops", peak_flops), ("mfu", mfu)]:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if mfu > 1:
+        raise ValueError(f"mfu is a fraction of the peak (0 < mfu <= 1), got {mfu}: 40% is 0.4")
+    return 6 * n_params * n_tokens / (n_gpus * peak_flops * mfu) / 86_400
 
 
 # --------------------------------------------------------------------------------------------

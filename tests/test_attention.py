@@ -379,3 +379,19 @@ def test_cached_incremental_decoding_equals_full_recomputation():
         pieces.append(causal_attention(q[:, :, start:stop], keys, values))
     torch.testing.assert_close(torch.cat(pieces, dim=2), full, atol=1e-5, rtol=1e-5)
     assert cache.get_seq_length() == T
+
+
+def test_kv_cache_bytes_counts_keys_and_values_and_equals_a_real_cache():
+    from course_lib.attention import KVCache, kv_cache_bytes
+
+    L, H_kv, D, T, B = 3, 2, 4, 5, 2
+    cache = KVCache()
+    for layer in range(L):
+        cache.update(layer, torch.zeros(B, H_kv, T, D), torch.zeros(B, H_kv, T, D))
+    held = sum(t.numel() * t.element_size() for t in cache.keys + cache.values)
+    assert kv_cache_bytes(L, H_kv, D, T, B, bytes_per_value=4) == held
+    assert kv_cache_bytes(30, 3, 64, 8192, 1) == 188_743_680  # SmolLM2-135M, bf16
+    big = kv_cache_bytes(80, 8, 128, 128_000, 64)  # a 70B-class model at 128k context
+    assert isinstance(big, int) and big == 2 * 80 * 8 * 128 * 128_000 * 64 * 2
+    with pytest.raises(ValueError):
+        kv_cache_bytes(1, 1, 1, 1, 1, bytes_per_value=0.5)

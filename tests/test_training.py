@@ -310,3 +310,18 @@ def test_train_flops_and_mfu():
         train_flops(1.5, 5)
     with pytest.raises(ValueError):
         mfu(1, 1.0, 0.0)
+
+
+def test_training_days_gpt3_scale_in_ints_and_floats():
+    from course_lib.training import training_days
+
+    # 6 N D = 3.15e23 FLOPs on 1024 GPUs at 312 TFLOP/s and 40% MFU: by hand, 28.53 days
+    by_hand = 3.15e23 / (1024 * 312e12 * 0.4) / 86_400
+    ints = training_days(175_000_000_000, 300_000_000_000, 1024, 312e12, 0.4)
+    assert ints == pytest.approx(by_hand, rel=1e-12)
+    assert training_days(175e9, 300e9, 1024, 312e12, 0.4) == pytest.approx(ints, rel=1e-15)
+    assert training_days(10, 7, 1, 420.0, 1.0) == pytest.approx(1 / 86_400)
+    bad_args = [(10, 7, 0, 1.0, 0.5), (10, 7, 1, 1.0, 40), (10, 7, 1, -1.0, 0.5), (-1, 7, 1, 1, 1)]
+    for bad in bad_args:
+        with pytest.raises(ValueError):
+            training_days(*bad)
