@@ -299,6 +299,7 @@ def rope_cos_sin(
     theta: float = 10000.0,
     *,
     device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[Tensor, Tensor]:
     """Cosines and sines of the rotary angles, laid out for ``apply_rope`` (half-split).
 
@@ -310,24 +311,27 @@ def rope_cos_sin(
         head_dim: D, even.
         theta: the base of the frequencies (10 000 in the RoPE paper; SmolLM2 uses 100 000).
         device: where to build the tables when ``positions`` is an int.
+        dtype: the floating dtype the angles are computed in (float32, as HF; float64 for
+            an exact answer).
 
     Returns:
-        ``(cos, sin)``, each float32 (..., T, D); both halves of the last dim repeat the same
-        D/2 angles.
+        ``(cos, sin)``, each (..., T, D) of ``dtype``; both halves of the last dim repeat the
+        same D/2 angles.
     """
     _require_int("head_dim", head_dim, 2)
     if head_dim % 2:
         raise ValueError(f"head_dim must be even (RoPE rotates pairs of channels), got {head_dim}")
     if theta <= 0:
         raise ValueError(f"theta must be positive, got {theta}")
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating dtype (torch.float32, ...), got {dtype}")
     if isinstance(positions, int) and not isinstance(positions, bool):
         positions = torch.arange(positions, device=device)
     _require_tensor("positions", positions)
     inv_freq = 1.0 / (
-        theta
-        ** (torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim)
+        theta ** (torch.arange(0, head_dim, 2, dtype=dtype, device=positions.device) / head_dim)
     )
-    angles = positions.float()[..., None] * inv_freq  # (..., T, D/2)
+    angles = positions.to(dtype)[..., None] * inv_freq  # (..., T, D/2)
     angles = torch.cat((angles, angles), dim=-1)  # (..., T, D)
     return angles.cos(), angles.sin()
 

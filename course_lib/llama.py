@@ -25,9 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_lib.attention import KVCache, apply_rope, causal_attention, repeat_kv, rope_cos_sin
+from course_lib.functional import rms_norm, silu
 from course_lib.gpt import CausalLMOutput, causal_lm_loss, check_inputs, resolve_cache
 
-__all__ = ["Llama", "LlamaConfig"]
+__all__ = ["Llama", "LlamaConfig", "forward_config", "llama_forward", "swiglu_mlp"]
 
 
 @dataclass(frozen=True)
@@ -224,6 +225,109 @@ def _rope_theta(hf_config: object) -> float:
     if theta is None:
         raise ValueError("the HF config names no rope_theta")
     return float(theta)
+
+
+# ------------------------------------------------------------------------------------------------
+# The same model as plain functions of a state dict (notebook 08's exercises)
+# ------------------------------------------------------------------------------------------------
+
+
+def swiglu_mlp(x: Tensor, w_gate: Tensor, w_up: Tensor, w_down: Tensor) -> Tensor:
+    """Llama's gated MLP: ``(silu(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T``.
+
+    Args:
+        x: (..., C).
+        w_gate, w_up: (F, C), ``nn.Linear`` layout; F is the MLP width (``intermediate_size``).
+        w_down: (C, F).
+
+    Returns:
+        (..., C).
+    """
+    for name, w in (("w_gate", w_gate), ("w_up", w_up), ("w_down", w_down)):
+        if not isinstance(w, Tensor) or w.dim() != 2:
+            raise ValueError(f"{name} must be a 2-D tensor in the nn.Linear layout (d_out, d_in)")
+    if w_gate.shape != w_up.shape or w_down.shape != w_gate.shape[::-1]:
+        raise ValueError(
+            f"shapes do not fit: w_gate {tuple(w_gate.shape)} and w_up {tuple(w_up.shape)} must "
+            f"both be (F, C) and w_down {tuple(w_down.shape)} must be (C, F)"
+        )
+    return (silu(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T
+
+
+def _n_layers(params: dict) -> int:
+    """How many blocks a Llama state dict holds, read from its ``model.layers.{i}.`` keys."""
+    layers = {int(k.split(".")[2]) for k in params if k.startswith("model.layers.")}
+    if layers != set(range(len(layers))):
+        raise ValueError(f"the layers in params are not numbered 0..L-1: {sorted(layers)}")
+    return len(layers)
+
+
+def forward_config(hf_config: object) -> dict:
+    """The four numbers ``llama_forward`` needs from an HF ``LlamaConfig``, as a plain dict.
+
+    Example (SmolLM2-135M): ``{"num_attention_heads": 9, "num_key_value_heads": 3,
+    "rms_norm_eps": 1e-05, "rope_theta": 100000.0}``.
+    """
+    return {
+        "num_attention_heads": int(hf_config.num_attention_heads),
+        "num_key_value_heads": int(hf_config.num_key_value_heads or hf_config.num_attention_heads),
+        "rms_norm_eps": float(hf_config.rms_norm_eps),
+        "rope_theta": _rope_theta(hf_config),
+    }
+
+
+def llama_forward(input_ids: Tensor, params: dict[str, Tensor], config: dict) -> Tensor:
+    """The logits of a Llama (e.g. SmolLM2) computed from its state dict, function by function.
+
+    Args:
+        input_ids: int64 (B, T).
+        params: a ``LlamaForCausalLM`` state dict (HF names: ``model.embed_tokens.weight``,
+            ``model.layers.{i}.input_layernorm.weight``, ..., ``model.norm.weight``, and
+            ``lm_head.weight`` unless the output layer is tied to the embeddings).
+        config: ``num_attention_heads``, ``num_key_value_heads``, ``rms_norm_eps``,
+            ``rope_theta`` (see ``forward_config``). The head size is read off ``q_proj``.
+
+    Returns:
+        Logits (B, T, V) in the parameters' dtype, equal to ``LlamaForCausalLM``'s.
+    """
+    missing = [k for k in ("num_attention_heads", "rms_norm_eps", "rope_theta") if k not in config]
+    if missing:
+        raise ValueError(
+            f"config lacks {missing}: build it with course_lib.llama.forward_config(hf_model.config)"
+        )
+    if not isinstance(input_ids, Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
+        raise ValueError("input_ids must be an int64 tensor of shape (B, T)")
+    H = int(config["num_attention_heads"])
+    H_kv = int(config.get("num_key_value_heads") or H)
+    eps, theta = float(config["rms_norm_eps"]), float(config["rope_theta"])
+    emb = params["model.embed_tokens.weight"]  # (V, C)
+    D = params["model.layers.0.self_attn.q_proj.weight"].shape[0] // H  # usually C // H
+    B, T = input_ids.shape
+    positions = torch.arange(T, device=input_ids.device)
+    cos, sin = rope_cos_sin(positions, D, theta, dtype=emb.dtype)  # (T, D) each
+    x = emb[input_ids]  # (B, T, C): no position embedding, RoPE brings the positions
+    for i in range(_n_layers(params)):
+        p = {
+            k[len(f"model.layers.{i}.") :]: v
+            for k, v in params.items()
+            if k.startswith(f"model.layers.{i}.")
+        }
+        h = rms_norm(x, p["input_layernorm.weight"], eps)
+        q = (h @ p["self_attn.q_proj.weight"].T).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = (
+            (h @ p["self_attn.k_proj.weight"].T).view(B, T, H_kv, D).transpose(1, 2)
+        )  # (B, H_kv, T, D)
+        v = (h @ p["self_attn.v_proj.weight"].T).view(B, T, H_kv, D).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        k, v = repeat_kv(k, H // H_kv), repeat_kv(v, H // H_kv)  # (B, H, T, D)
+        y = causal_attention(q, k, v).transpose(1, 2).reshape(B, T, H * D)
+        x = x + y @ p["self_attn.o_proj.weight"].T
+        h = rms_norm(x, p["post_attention_layernorm.weight"], eps)
+        x = x + swiglu_mlp(
+            h, p["mlp.gate_proj.weight"], p["mlp.up_proj.weight"], p["mlp.down_proj.weight"]
+        )
+    x = rms_norm(x, params["model.norm.weight"], eps)
+    return x @ params.get("lm_head.weight", emb).T  # tied: the embedding matrix is the output layer
 
 
 # ------------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from transformers import LlamaConfig as HFLlamaConfig
@@ -9,9 +11,16 @@ from transformers import LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from course_lib import functional
-from course_lib.attention import KVCache
+from course_lib.attention import KVCache, rope_cos_sin
 from course_lib.gpt import CausalLMOutput
-from course_lib.llama import Llama, LlamaConfig, RMSNorm
+from course_lib.llama import (
+    Llama,
+    LlamaConfig,
+    RMSNorm,
+    forward_config,
+    llama_forward,
+    swiglu_mlp,
+)
 
 # (vocab, hidden, intermediate, layers, heads, kv_heads, head_dim, tied, rope_theta)
 CONFIGS = [
@@ -250,3 +259,92 @@ def test_smollm2_greedy_chat_answer_with_cache(smollm2):
     torch.testing.assert_close(
         torch.stack(step_logits, 1), full[:, x.shape[1] - 1 : -1], atol=1e-4, rtol=1e-4
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# The functional forms of notebook 08: swiglu_mlp and llama_forward on a state dict
+# ------------------------------------------------------------------------------------------------
+
+
+def test_swiglu_mlp_equals_hf_mlp():
+    hf = tiny_hf(CONFIGS[0].values[0])
+    mlp = hf.model.layers[0].mlp
+    x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ours = swiglu_mlp(x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.down_proj.weight)
+        torch.testing.assert_close(ours, mlp(x), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="must be \\(C, F\\)"):
+        swiglu_mlp(x, mlp.gate_proj.weight, mlp.up_proj.weight, mlp.up_proj.weight)
+
+
+def _state_dict(hf: LlamaForCausalLM) -> dict[str, torch.Tensor]:
+    """Plain tensors, as a learner gets them; a tied model's copy of lm_head.weight left out."""
+    params = {k: v.detach().clone() for k, v in hf.state_dict().items()}
+    if hf.config.tie_word_embeddings:
+        assert torch.equal(params.pop("lm_head.weight"), params["model.embed_tokens.weight"])
+    return params
+
+
+@pytest.mark.parametrize("spec", CONFIGS)
+def test_llama_forward_equals_hf(spec):
+    hf = tiny_hf(spec)
+    params = _state_dict(hf)
+    tied = spec[7]
+    assert ("lm_head.weight" in params) == (not tied)
+    x = ids(spec[0], 2, 9)
+    with torch.no_grad():
+        expected = hf(x).logits
+    logits = llama_forward(x, params, forward_config(hf.config))
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_llama_forward_float64_and_causal():
+    spec = CONFIGS[3].values[0]
+    hf = tiny_hf(spec)
+    params = _state_dict(hf)
+    config = forward_config(hf.config)
+    x = ids(spec[0], 1, 8)
+    x2 = x.clone()
+    x2[0, -1] = (x[0, -1] + 1) % spec[0]
+    a, b = llama_forward(x, params, config), llama_forward(x2, params, config)
+    assert torch.equal(a[:, :-1], b[:, :-1]) and not torch.allclose(a[:, -1], b[:, -1])
+    exact = llama_forward(x, {k: v.double() for k, v in params.items()}, config)
+    assert exact.dtype == torch.float64
+    torch.testing.assert_close(exact.float(), a, atol=1e-5, rtol=1e-5)
+
+
+def test_llama_forward_rejects_an_incomplete_config():
+    hf = tiny_hf(CONFIGS[0].values[0])
+    with pytest.raises(ValueError, match="forward_config"):
+        llama_forward(ids(97, 1, 3), _state_dict(hf), {"num_attention_heads": 4})
+
+
+def test_rope_cos_sin_float64():
+    positions = torch.tensor([0, 5, 2047])
+    cos32, sin32 = rope_cos_sin(positions, 16, 10000.0)
+    cos64, sin64 = rope_cos_sin(positions, 16, 10000.0, dtype=torch.float64)
+    assert cos64.dtype == torch.float64 and cos32.dtype == torch.float32
+    angle = 2047.0 * 10000.0 ** (-2 / 16)  # pair 1 at position 2047, exactly
+    assert abs(cos64[2, 1].item() - math.cos(angle)) < 1e-12
+    torch.testing.assert_close(cos32.double(), cos64, atol=1e-3, rtol=0)
+    torch.testing.assert_close(sin32.double(), sin64, atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="floating dtype"):
+        rope_cos_sin(positions, 16, dtype=torch.int64)
+
+
+@pytest.mark.slow
+def test_llama_forward_on_smollm2_state_dict(smollm2):
+    hf, _model, tokenizer = smollm2
+    config = forward_config(hf.config)
+    assert config == {
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "rms_norm_eps": pytest.approx(1e-5),
+        "rope_theta": 100000.0,
+    }
+    x = tokenizer("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        expected = hf(x).logits
+        logits = llama_forward(x, hf.state_dict(), config)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    assert tokenizer.decode(logits[0, -1].argmax()) == " Paris"
