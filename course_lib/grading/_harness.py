@@ -63,6 +63,15 @@ def params_arg(data: Sequence[Tensor], grads: Sequence[Tensor]) -> dict:
     }
 
 
+def model_arg(config: dict, seed: int, scale: float = 1.0) -> dict:
+    """An argument the kernel turns into a small seeded course GPT (``_models.build_model``).
+
+    The referee builds the same model from the same recipe to compute the expected ids; the
+    kernel's copy records what each forward pass received (``Outcome.args_after[i]["calls"]``).
+    """
+    return {SPECIAL: "model", "config": dict(config), "seed": int(seed), "scale": float(scale)}
+
+
 def is_special(arg: Any) -> bool:
     return isinstance(arg, dict) and SPECIAL in arg
 
@@ -102,6 +111,9 @@ def short(value: Any, limit: int = 60) -> str:
     if is_special(value):
         if value[SPECIAL] == "generator":
             return f"torch.Generator().manual_seed({value['seed']})"
+        if value[SPECIAL] == "model":
+            c = value["config"]
+            return f"<a small GPT: V={c['vocab_size']}, {c['n_layer']} layers, seed {value['seed']}>"
         shapes = ", ".join(str(tuple(d.shape)) for d in value["data"])
         return f"[{len(value['data'])} tensors of shapes {shapes}, each with .grad]"
     if isinstance(value, str):
@@ -482,17 +494,17 @@ def _cast(arg: Any, dtype: torch.dtype) -> Any:
     return copy.deepcopy(arg)
 
 
-def _jitter(arg: Any, gen: torch.Generator) -> Any:
-    """``arg`` (float64) with each floating entry moved by about one float32 ulp."""
+def _jitter(arg: Any, gen: torch.Generator, ulp: float = FLOAT32_ULP) -> Any:
+    """``arg`` (float64) with each floating entry moved by about one ``ulp`` (relative)."""
     if isinstance(arg, Tensor):
         if not arg.is_floating_point():
             return arg.clone()
         noise = torch.randn(arg.shape, generator=gen, dtype=torch.float64)
-        return arg * (1 + FLOAT32_ULP * noise)
+        return arg * (1 + ulp * noise)
     if isinstance(arg, (list, tuple)):
-        return type(arg)(_jitter(a, gen) for a in arg)
+        return type(arg)(_jitter(a, gen, ulp) for a in arg)
     if isinstance(arg, dict) and not is_special(arg):
-        return {k: _jitter(v, gen) for k, v in arg.items()}
+        return {k: _jitter(v, gen, ulp) for k, v in arg.items()}
     return copy.deepcopy(arg)
 
 
@@ -521,17 +533,21 @@ def _widen(kind: Kind, e64: Any, others: Sequence[Any]) -> Kind:
     return kind
 
 
-def reference_answer(kind: Kind, reference: Callable[..., Any], *args: Any) -> tuple[Kind, Any]:
+def reference_answer(
+    kind: Kind, reference: Callable[..., Any], *args: Any, dtype: torch.dtype = torch.float32
+) -> tuple[Kind, Any]:
     """The float64 reference answer on ``args`` and ``kind`` with a tolerance fit for this case.
 
     ``reference`` is called three times: on ``args`` cast to float64 (the answer), cast to
-    float32, and in float64 jittered by one float32 ulp; ``kind.atol`` is raised to
+    ``dtype`` (the precision the learner works in: float32, or e.g. bfloat16 for a case graded
+    in bfloat16), and in float64 jittered by one ulp of ``dtype``; ``kind.atol`` is raised to
     ``ROUNDING_FACTOR`` times the larger drift (never lowered). Integer arguments pass through.
     """
     args64 = _cast(args, torch.float64)
     expected = reference(*args64)
-    drifts = [reference(*_cast(args, torch.float32))]
-    drifts.append(reference(*_jitter(args64, torch.Generator().manual_seed(0))))
+    drifts = [reference(*_cast(args, dtype))]
+    ulp = FLOAT32_ULP if dtype == torch.float32 else torch.finfo(dtype).eps / 2
+    drifts.append(reference(*_jitter(args64, torch.Generator().manual_seed(0), ulp)))
     return _widen(kind, expected, drifts), expected
 
 
