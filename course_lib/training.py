@@ -10,6 +10,7 @@ The pieces, in the order the loop uses them:
 - :func:`get_batch` samples ``B`` random windows of ``T + 1`` tokens: inputs and targets;
 - :func:`lr_at` is linear warmup then cosine decay;
 - :func:`clip_grad_norm` rescales all gradients together when their norm is too large;
+- :func:`adamw_update` is one AdamW update of one tensor, as a pure function;
 - :class:`AdamW` is Adam with decoupled weight decay, written out by hand;
 - :func:`train` ties them together with an evaluation loop and a tqdm progress bar;
 - :func:`save_checkpoint` / :func:`load_checkpoint` make a run resumable, bit for bit;
@@ -90,33 +91,35 @@ def get_batch(
 
 
 def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
-    """Learning rate at ``step``: linear warmup, cosine decay to ``min_lr``, then flat.
+    """Learning rate at ``step``: linear warmup from 0, cosine decay to ``min_lr``, then flat.
 
-    Warmup counts the step itself: step 0 gets ``max_lr / warmup_steps`` (not 0, which would
-    waste a step) and step ``warmup_steps - 1`` reaches ``max_lr``. From ``warmup_steps`` to
-    ``total_steps`` the rate follows half a cosine from ``max_lr`` down to ``min_lr``; after
-    ``total_steps`` it stays at ``min_lr``.
+    During warmup (``step < warmup_steps``) the rate is ``max_lr * step / warmup_steps``: step
+    0 gets 0 and the peak comes at ``warmup_steps``. From ``warmup_steps`` to ``total_steps``
+    it follows half a cosine from ``max_lr`` down to ``min_lr``; after ``total_steps`` it stays
+    at ``min_lr`` (Hugging Face's schedule would climb the cosine back up; ours does not).
+    On ``0..total_steps`` it equals transformers'
+    ``get_cosine_with_min_lr_schedule_with_warmup(opt, warmup_steps, total_steps, min_lr=min_lr)``.
 
     Args:
         step: optimizer step, 0-based.
         max_lr: peak rate, reached at the end of warmup.
         min_lr: final rate, 0 <= min_lr <= max_lr.
-        warmup_steps: number of warmup steps (0 for none).
+        warmup_steps: number of warmup steps (0 for none), < total_steps.
         total_steps: step at which the cosine reaches ``min_lr``.
 
     Example:
         >>> [round(lr_at(s, 1.0, 0.0, 2, 6), 3) for s in range(8)]
-        [0.5, 1.0, 1.0, 0.854, 0.5, 0.146, 0.0, 0.0]
+        [0.0, 0.5, 1.0, 0.854, 0.5, 0.146, 0.0, 0.0]
     """
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be an int >= 0, got {step!r}")
     if not 0 <= min_lr <= max_lr:
         raise ValueError(f"need 0 <= min_lr <= max_lr, got min_lr={min_lr}, max_lr={max_lr}")
-    if not 0 <= warmup_steps <= total_steps:
-        raise ValueError(f"need 0 <= warmup_steps <= total_steps, got warmup_steps={warmup_steps}, "
-                         f"total_steps={total_steps}")
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"need 0 <= warmup_steps < total_steps, got warmup_steps={warmup_steps}, "
+                         f"total_steps={total_steps}: use fewer warmup steps (or more steps)")
     if step < warmup_steps:
-        return max_lr * (step + 1) / warmup_steps
+        return max_lr * step / warmup_steps
     if step >= total_steps:
         return min_lr
     progress = (step - warmup_steps) / (total_steps - warmup_steps)  # 0 -> 1
@@ -157,6 +160,65 @@ def clip_grad_norm(params: Iterable[Tensor], max_norm: float) -> float:
 # --------------------------------------------------------------------------------------------
 # AdamW
 # --------------------------------------------------------------------------------------------
+
+
+def adamw_update(
+    param: Tensor,
+    grad: Tensor,
+    m: Tensor,
+    v: Tensor,
+    step: int,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One AdamW update of one tensor, as a pure function (the inputs are left untouched).
+
+    At step ``t`` (1-based), with gradient ``g``::
+
+        m' = beta1 * m + (1 - beta1) * g                    # first moment
+        v' = beta2 * v + (1 - beta2) * g * g                # second moment
+        m_hat = m' / (1 - beta1 ** t);  v_hat = v' / (1 - beta2 ** t)
+        param' = param * (1 - lr * weight_decay) - lr * m_hat / (sqrt(v_hat) + eps)
+
+    The decay multiplies the old parameter (decoupled: it never enters m or v). One call
+    equals one ``torch.optim.AdamW`` step on that tensor (``tests/test_training.py``).
+
+    Args:
+        param, grad, m, v: tensors of the same shape; m and v start at zeros.
+        step: t, the number of this update, 1 for the first.
+        lr: learning rate.
+        betas: decay rates of m and v.
+        eps: added to sqrt(v_hat).
+        weight_decay: decoupled decay rate.
+
+    Returns:
+        (new_param, new_m, new_v).
+
+    Example:
+        >>> p, m, v = adamw_update(torch.ones(1), torch.full((1,), 2.0), torch.zeros(1),
+        ...                        torch.zeros(1), 1, 0.1, weight_decay=0.0)
+        >>> round(p.item(), 4)   # the first step moves by lr * sign(g)
+        0.9
+    """
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ValueError(f"step must be an int >= 1 (the first update is step 1), got {step!r}")
+    shapes = {tuple(t.shape) for t in (param, grad, m, v)}
+    if len(shapes) != 1:
+        raise ValueError(f"param, grad, m and v must have the same shape, got "
+                         f"{[tuple(t.shape) for t in (param, grad, m, v)]}")
+    beta1, beta2 = betas
+    if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
+        raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
+    if lr < 0 or eps < 0 or weight_decay < 0:
+        raise ValueError(f"lr, eps and weight_decay must be >= 0, got {lr}, {eps}, {weight_decay}")
+    new_m = beta1 * m + (1 - beta1) * grad
+    new_v = beta2 * v + (1 - beta2) * grad * grad
+    m_hat = new_m / (1 - beta1**step)
+    v_hat = new_v / (1 - beta2**step)
+    new_param = param * (1 - lr * weight_decay) - lr * m_hat / (v_hat.sqrt() + eps)
+    return new_param, new_m, new_v
 
 
 class AdamW(torch.optim.Optimizer):

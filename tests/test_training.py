@@ -12,6 +12,7 @@ from torch import nn
 from course_lib import training
 from course_lib.training import (
     AdamW,
+    adamw_update,
     clip_grad_norm,
     configure_optimizer,
     estimate_loss,
@@ -75,6 +76,8 @@ def test_get_batch_keeps_small_int_storage():
     (torch.rand(10), {}, "integer"),
     (torch.zeros(2, 5, dtype=torch.long), {}, "1-D"),
     (torch.arange(4), {"block_size": 4}, "more than block_size"),
+    (torch.arange(4), {"block_size": 5}, "more than block_size"),
+    (torch.arange(10), {"block_size": 0}, "block_size"),
     (torch.arange(10), {"batch_size": 0}, "batch_size"),
 ])
 def test_get_batch_rejects_bad_input(data, kwargs, match):
@@ -89,10 +92,11 @@ def test_get_batch_rejects_bad_input(data, kwargs, match):
 def test_lr_schedule_shape():
     max_lr, min_lr, warmup, total = 1e-3, 1e-4, 10, 110
     lrs = [lr_at(s, max_lr, min_lr, warmup, total) for s in range(130)]
-    assert lrs[0] == pytest.approx(max_lr / warmup)  # warmup starts at max/warmup, not 0
-    assert all(b > a for a, b in pairwise(lrs[:warmup]))  # linear warmup, increasing
+    assert lrs[0] == 0.0  # warmup starts at 0 (as Hugging Face's schedules)
+    assert all(b > a for a, b in pairwise(lrs[: warmup + 1]))  # linear warmup, increasing
     assert lrs[4] - lrs[3] == pytest.approx(max_lr / warmup)  # linear
-    assert lrs[warmup - 1] == pytest.approx(max_lr) and lrs[warmup] == pytest.approx(max_lr)
+    assert lrs[warmup - 1] == pytest.approx(max_lr * (warmup - 1) / warmup)
+    assert lrs[warmup] == max_lr  # the peak, where the cosine starts
     assert max(lrs) == pytest.approx(max_lr)
     assert lrs[60] == pytest.approx((max_lr + min_lr) / 2)  # cosine midpoint
     assert lrs[35] > (max_lr + min_lr) / 2 + 1e-5  # cosine, not linear: above the chord ...
@@ -104,15 +108,42 @@ def test_lr_schedule_shape():
 
 def test_lr_schedule_edge_cases():
     assert lr_at(0, 1.0, 0.1, 0, 10) == 1.0  # no warmup: start at the peak
-    assert lr_at(5, 1.0, 0.1, 10, 10) == 0.6  # warmup == total
-    assert lr_at(10, 1.0, 0.1, 10, 10) == 0.1
+    assert lr_at(9, 1.0, 0.1, 9, 10) == 1.0  # the longest warmup: one cosine step
+    assert lr_at(10, 1.0, 0.1, 9, 10) == pytest.approx(0.1)
     assert lr_at(3, 2.0, 2.0, 0, 10) == 2.0  # constant
 
 
-@pytest.mark.parametrize("args", [(-1, 1.0, 0.0, 1, 10), (0, 1.0, 2.0, 1, 10),
-                                  (0, 1.0, 0.0, 11, 10), (0, 1.0, -0.1, 1, 10)])
-def test_lr_at_rejects_bad_input(args):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("warmup, total, min_lr", [(10, 110, 1e-4), (0, 50, 0.0), (1, 2, 3e-4),
+                                                   (37, 200, 6e-4), (99, 100, 1e-5)])
+def test_lr_at_equals_transformers_schedule(warmup, total, min_lr):
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    max_lr = 1e-3
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=max_lr)
+    sched = get_cosine_with_min_lr_schedule_with_warmup(opt, warmup, total, min_lr=min_lr)
+    theirs = []
+    for _ in range(total + 1):
+        theirs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    ours = [lr_at(s, max_lr, min_lr, warmup, total) for s in range(total + 1)]
+    assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-15)
+    # past the end HF climbs back up the cosine; ours stays at min_lr
+    assert opt.param_groups[0]["lr"] > min_lr and lr_at(total + 1, max_lr, min_lr, warmup,
+                                                        total) == min_lr
+
+
+@pytest.mark.parametrize("args, match", [
+    ((-1, 1.0, 0.0, 1, 10), "step"),
+    ((1.5, 1.0, 0.0, 1, 10), "step"),
+    ((0, 1.0, 2.0, 1, 10), "min_lr"),
+    ((0, 1.0, 0.0, 11, 10), "warmup_steps < total_steps"),
+    ((0, 1.0, 0.0, 10, 10), "warmup_steps < total_steps"),
+    ((0, 1.0, 0.0, -1, 10), "warmup_steps"),
+    ((0, 1.0, -0.1, 1, 10), "min_lr"),
+])
+def test_lr_at_rejects_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
         lr_at(*args)
 
 
@@ -181,6 +212,54 @@ def test_adamw_equals_torch(kwargs):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("kwargs", [
+    {},
+    {"lr": 1e-2, "weight_decay": 0.0},
+    {"lr": 3e-3, "betas": (0.8, 0.95), "eps": 1e-6, "weight_decay": 0.1},
+    {"lr": 1e-1, "betas": (0.0, 0.5), "eps": 1e-3, "weight_decay": 0.5},
+])
+def test_adamw_update_equals_one_torch_step_each_time(kwargs):
+    g = torch.Generator().manual_seed(0)
+    p0 = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    theirs = torch.nn.Parameter(p0.clone())
+    opt = torch.optim.AdamW([theirs], **kwargs)
+    p, m, v = p0.clone(), torch.zeros_like(p0), torch.zeros_like(p0)
+    for step in range(1, 8):  # several steps: the moments and bias corrections carry over
+        grad = torch.randn(4, 3, generator=g, dtype=torch.float64) * 10.0 ** -(step % 4)
+        theirs.grad = grad.clone()
+        opt.step()
+        inputs = [t.clone() for t in (p, grad, m, v)]
+        p, m, v = adamw_update(p, grad, m, v, step, **{"lr": 1e-3} | kwargs)
+        assert all(torch.equal(a, b) for a, b in zip(inputs, (inputs[0], grad, *inputs[2:])))
+        state = opt.state[theirs]
+        torch.testing.assert_close(p, theirs.detach(), rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(m, state["exp_avg"], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(v, state["exp_avg_sq"], rtol=1e-12, atol=1e-14)
+
+
+def test_adamw_update_is_pure():
+    tensors = [torch.randn(5, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    tensors[3] = tensors[3].abs()
+    copies = [t.clone() for t in tensors]
+    out = adamw_update(*tensors, 3, 0.1)
+    assert all(torch.equal(a, b) for a, b in zip(tensors, copies))
+    assert all(o is not t for o, t in zip(out, tensors))
+
+
+@pytest.mark.parametrize("step, kwargs, match", [
+    (0, {}, "step must be an int >= 1"),
+    (2.0, {}, "step"),
+    (1, {"betas": (0.9, 1.0)}, "betas"),
+    (1, {"lr": -1.0}, ">= 0"),
+])
+def test_adamw_update_rejects_bad_input(step, kwargs, match):
+    t = torch.ones(3)
+    with pytest.raises(ValueError, match=match):
+        adamw_update(t, t, t, t, step, **{"lr": 0.1} | kwargs)
+    with pytest.raises(ValueError, match="same shape"):
+        adamw_update(t, torch.ones(2), t, t, 1, 0.1)
+
+
 def test_adamw_weight_decay_is_decoupled():
     # zero gradient: Adam's update is 0, so only the decay acts: p <- p * (1 - lr * wd)
     p = torch.nn.Parameter(torch.ones(3))
@@ -226,7 +305,7 @@ def test_train_decreases_loss_on_a_tiny_model():
     assert history["val_loss"][0] == pytest.approx(math.log(32), abs=0.3)  # random init: ~ln V
     assert history["val_loss"][-1] < history["val_loss"][0] - 1.0  # it learned the pattern
     assert history["train_loss"][-1] < history["train_loss"][0] - 1.0
-    assert history["lr"][0] == pytest.approx(1e-2 / 5) and history["lr"][-1] == 1e-3
+    assert history["lr"][0] == 0.0 and history["lr"][-1] == 1e-3
     assert model.training  # the eval passes restore train mode
 
 
