@@ -14,6 +14,8 @@ The pieces, in the order the loop uses them:
 - :class:`AdamW` is Adam with decoupled weight decay, written out by hand;
 - :func:`train` ties them together with an evaluation loop and a tqdm progress bar;
 - :func:`save_checkpoint` / :func:`load_checkpoint` make a run resumable, bit for bit;
+- :func:`init_distributed` lets :func:`train` run as several processes under ``torchrun``
+  (DistributedDataParallel: gloo on CPU, nccl on GPU), equal to one process with the same batch;
 - :func:`train_flops`, :func:`mfu` and :func:`training_days` turn a run into compute numbers.
 """
 
@@ -27,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 EVAL_SEED = 1234  # every evaluation draws the same batches: evals are comparable across steps
 
@@ -400,17 +403,26 @@ def train(
     and run ``[start_step, end_step)``; pass the optimizer (and generator) along, or restore
     them with :func:`load_checkpoint`. The pieces together equal one uninterrupted run.
 
+    Several processes (``torchrun``, after :func:`init_distributed`): every rank calls ``train``
+    with the same arguments and the same ``generator`` seed. ``batch_size`` is then the *global*
+    batch: each step every rank draws the same ``batch_size`` windows and trains on its own
+    ``batch_size // world_size`` of them, and DistributedDataParallel averages the gradients,
+    so the run equals one process with ``batch_size`` (up to float rounding; dropout aside,
+    which draws from each rank's own random state). ``batch_loss`` is the mean over all ranks;
+    evaluations run on every rank and agree; only rank 0 shows a progress bar.
+
     Args:
         model: a causal LM, ``model(input_ids=x).logits`` of shape (B, T, V); trained in place.
         train_data, val_data: (N,) token ids.
         steps: total optimizer steps of the schedule.
-        batch_size, block_size: B and T.
+        batch_size, block_size: B (the global batch when distributed) and T.
         max_lr, min_lr, warmup_steps: the schedule, see :func:`lr_at` (total_steps = steps).
         weight_decay: AdamW decay for matrices (see :func:`configure_optimizer`).
         grad_clip: max gradient norm, or None for no clipping.
         eval_every: evaluate every this many steps.
         eval_iters: batches per evaluation and split.
-        generator: random source of the training batches (the global one when None).
+        generator: random source of the training batches (the global one when None; required,
+            with the same seed on every rank, when distributed).
         device: where to train; the model is moved there (its current device when None).
         progress: show a tqdm bar with the loss and rate.
         optimizer: an optimizer to continue with (a new :func:`configure_optimizer` when None).
@@ -433,10 +445,26 @@ def train(
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError(f"grad_clip must be > 0 or None (no clipping), got {grad_clip}")
     lr_at(0, max_lr, min_lr, warmup_steps, steps)  # validates the schedule up front
+    if isinstance(model, DistributedDataParallel):
+        model = model.module  # train wraps it itself
     device = torch.device(device) if device is not None else _model_device(model)
     model.to(device)
     if optimizer is None:
         optimizer = configure_optimizer(model, lr=max_lr, weight_decay=weight_decay)
+    rank, world_size = _rank_and_world_size()
+    local_batch = slice(None)  # this rank's rows of each global batch
+    forward = model
+    if world_size > 1:
+        if batch_size % world_size:
+            raise ValueError(f"batch_size={batch_size} is the global batch and must be divisible "
+                             f"by the {world_size} processes: use a multiple of {world_size}")
+        if generator is None:
+            raise ValueError("with several processes every rank must draw the same global batch: "
+                             "pass generator=torch.Generator().manual_seed(SEED), same SEED on all")
+        per_rank = batch_size // world_size
+        local_batch = slice(rank * per_rank, (rank + 1) * per_rank)
+        forward = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
 
     history: dict[str, list[float]] = {"step": [], "train_loss": [], "val_loss": [], "lr": [],
                                        "batch_loss": []}
@@ -450,7 +478,8 @@ def train(
         history["lr"].append(lr_at(step, max_lr, min_lr, warmup_steps, steps))
 
     model.train()
-    bar = tqdm(range(start_step, end_step), disable=not progress, desc="train", unit="step")
+    bar = tqdm(range(start_step, end_step), disable=not progress or rank != 0, desc="train",
+               unit="step")
     for step in bar:
         if step % eval_every == 0:
             evaluate(step)
@@ -458,13 +487,14 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = get_batch(train_data, batch_size, block_size, generator, device)
-        loss = lm_loss(model, x, y)
+        x, y = x[local_batch], y[local_batch]
+        loss = lm_loss(forward, x, y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # with several processes, DDP averages the gradients across ranks here
         if grad_clip is not None:
             clip_grad_norm(model.parameters(), grad_clip)
         optimizer.step()
-        history["batch_loss"].append(loss.item())
+        history["batch_loss"].append(_mean_over_ranks(loss.detach(), world_size))
         bar.set_postfix(loss=f"{history['batch_loss'][-1]:.3f}", lr=f"{lr:.2e}",
                         val_loss=f"{history['val_loss'][-1]:.3f}" if history["val_loss"] else "-",
                         refresh=False)
@@ -491,13 +521,26 @@ def save_checkpoint(
     That is the model and optimizer state, the step, the global torch random state (CPU and,
     if present, CUDA: dropout draws from it) and the state of ``generator`` (the batch sampler).
 
+    With several processes, call it on every rank: only rank 0 writes (the ranks hold the same
+    weights), and every rank returns once the file is complete.
+
     Args:
         path: file to write (a ``.pt`` file; parent folders are created).
-        model, optimizer: what to save.
+        model, optimizer: what to save (a DistributedDataParallel wrapper is saved unwrapped).
         step: the next step to run when resuming.
         generator: the batch generator passed to :func:`train`, if any.
     """
-    path = Path(path)
+    rank, world_size = _rank_and_world_size()
+    if rank == 0:
+        _write_checkpoint(Path(path), model, optimizer, step, generator)
+    if world_size > 1:
+        torch.distributed.barrier()
+
+
+def _write_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                      generator: torch.Generator | None) -> None:
+    if isinstance(model, DistributedDataParallel):
+        model = model.module  # plain parameter names, loadable without DDP
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -542,6 +585,68 @@ def load_checkpoint(
             raise ValueError(f"{path} holds no generator state: pass generator= to save_checkpoint")
         generator.set_state(rng["generator"])
     return checkpoint["step"]
+
+
+# --------------------------------------------------------------------------------------------
+# Several processes (torchrun + DistributedDataParallel)
+# --------------------------------------------------------------------------------------------
+
+
+def init_distributed(backend: str | None = None) -> tuple[int, int, torch.device]:
+    """Join the process group that ``torchrun`` describes; return ``(rank, world_size, device)``.
+
+    ``torchrun --nproc_per_node N script.py`` starts N copies of the script with ``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set. Each copy calls
+    this, then :func:`train` with the same arguments. Backend: ``nccl`` (one GPU per process,
+    ``cuda:LOCAL_RANK``) when CUDA is available, else ``gloo`` on the CPU. Started without
+    torchrun (no ``WORLD_SIZE``), it initialises nothing and returns ``(0, 1, device)``.
+
+    Args:
+        backend: force ``"gloo"`` or ``"nccl"`` (None: chosen as above).
+
+    Returns:
+        (rank, world_size, device): pass ``device`` to :func:`train`; rank 0 is the one that
+        prints and writes.
+
+    Example (two CPU processes)::
+
+        torchrun --standalone --nproc_per_node 2 train_script.py
+    """
+    from course_lib.devices import device as preferred_device
+
+    if "WORLD_SIZE" not in os.environ:
+        return 0, 1, preferred_device()
+    if torch.distributed.is_initialized():
+        rank, world_size = _rank_and_world_size()
+    else:
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        if backend not in ("gloo", "nccl"):
+            raise ValueError(f"backend must be 'gloo' (CPU) or 'nccl' (GPU), got {backend!r}")
+        if backend == "nccl" and not torch.cuda.is_available():
+            raise ValueError("backend='nccl' needs CUDA GPUs: use backend='gloo' on the CPU")
+        torch.distributed.init_process_group(backend)
+        rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    if torch.distributed.get_backend() == "nccl":
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        return rank, world_size, torch.device("cuda", local_rank)
+    return rank, world_size, torch.device("cpu")
+
+
+def _rank_and_world_size() -> tuple[int, int]:
+    """(rank, world_size) of the initialised process group, (0, 1) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _mean_over_ranks(value: Tensor, world_size: int) -> float:
+    """The mean of a scalar over all ranks (the value itself with one process)."""
+    if world_size > 1:
+        value = value.clone()
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.SUM)
+        value /= world_size
+    return value.item()
 
 
 # --------------------------------------------------------------------------------------------
