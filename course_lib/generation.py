@@ -506,6 +506,32 @@ def generate(
                             eos_token_id=eos_token_id, use_cache=use_cache, generator=generator)
 
 
+@torch.no_grad()
+def generate_cached(model: nn.Module, input_ids: Tensor, max_new_tokens: int) -> Tensor:
+    """Greedy decoding with a KV cache, written out (notebook 07's last exercise).
+
+    The prompt goes through the model once (``use_cache=True``); after that every forward pass
+    receives only the newest token and the cache of everything before it. Equal to
+    ``generate(model, input_ids, max_new_tokens)`` (greedy), with ``max_new_tokens`` forwards.
+
+    Args:
+        model: a causal LM (our GPT / Llama, or a Hugging Face model), in eval mode.
+        input_ids: (B, T) prompt ids.
+        max_new_tokens: how many tokens to add, >= 0.
+
+    Returns:
+        (B, T + max_new_tokens) ids, prompt included.
+    """
+    _check_input_ids(input_ids)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    ids, cache, style = input_ids, None, call_style(model)
+    for _ in range(max_new_tokens):
+        logits, cache = next_token_logits(model, ids, cache, True, style)  # only unseen tokens
+        ids = torch.cat([ids, greedy_next_token(logits)[:, None]], dim=1)
+    return ids
+
+
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
