@@ -21,7 +21,26 @@ from collections.abc import Callable
 
 from course_lib.grading._catalogue import EXERCISES
 
-__all__ = [f"check_{name}" for name in EXERCISES]
+__all__ = [f"check_{name}" for name in EXERCISES] + ["check_trained_model"]
+
+
+def check_trained_model(model, *, hidden: bool = False) -> None:
+    """Notebook 06's capstone: pass when your trained GPT reaches the stated validation target.
+
+    Not a catalogue exercise: the model's weights and config are evaluated in a clean process
+    (see ``course_lib.grading.training``), never in the kernel.
+
+    Args:
+        model: your trained ``course_lib.gpt.GPT`` (course BPE tokenizer), or a function without
+            arguments that trains and returns one (called once, then remembered).
+        hidden: the hidden test cell's flag; the target is public, the evaluation the same.
+
+    Raises:
+        AssertionError: the model misses the target; the message gives its loss.
+    """
+    from course_lib.grading.training import check_trained_model as check
+
+    check(model, hidden=hidden)
 
 
 def _make_check(name: str) -> Callable[..., None]:
