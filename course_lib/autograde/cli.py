@@ -44,7 +44,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_grade(args: argparse.Namespace) -> int:
     try:
         rows = grade(args.submissions, args.out, root=args.root, timeout=args.timeout,
-                     feedback=not args.no_feedback)
+                     feedback=not args.no_feedback, unsafe=args.unsafe,
+                     notebook_timeout=args.notebook_timeout or None)
     except (ValueError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -88,6 +89,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default: <root>/grades)")
     p.add_argument("--timeout", type=float, help="per-cell limit in seconds")
     p.add_argument("--no-feedback", action="store_true", help="skip the feedback HTML")
+    p.add_argument("--notebook-timeout", type=float, default=1800, metavar="S",
+                   help="limit per notebook in seconds: later cells are not run (default "
+                   "1800; 0: none)")
+    p.add_argument("--unsafe", action="store_true",
+                   help="grade even where the bubblewrap sandbox is unavailable (submissions "
+                   "then run with your rights: only for code you trust)")
     common(p)
     p.set_defaults(func=run(_cmd_grade))
 

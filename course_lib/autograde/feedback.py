@@ -15,6 +15,14 @@ HIDDEN_BEGIN = "BEGIN HIDDEN TESTS"
 HIDDEN_END = "END HIDDEN TESTS"
 SOLUTION_BEGIN = "BEGIN SOLUTION"
 _TAG = re.compile(r"<[^>]*>")
+# What a check prints when it passes; in a cell with hidden tests nothing else is shown, since
+# the learner's function could print the hidden cases' inputs.
+_PASSED_LINE = re.compile(r"^✓ \w+: all \d+ checks passed$")
+# Set by ``course grade`` around feedback rendering: the grade ids of check cells whose hidden
+# checks reached the referee. An error in such a cell may come from the hidden part (even from
+# the learner's own code, quoting a hidden input), so only its name is shown. None: unknown
+# (plain nbgrader), keep the message.
+HIDDEN_STARTED: set[str] | None = None
 
 
 def strip_hidden_region(source: str) -> tuple[str, bool]:
@@ -57,12 +65,28 @@ def _make_strip_hidden_tests() -> type:
             source, removed = strip_hidden_region(cell.source)
             if removed:
                 cell.source = source.rstrip("\n")
+                gid = cell.metadata.get("nbgrader", {}).get("grade_id", "")
+                outputs = []
                 for out in cell.get("outputs", []):
-                    if out.get("output_type") == "error":
+                    kind = out.get("output_type")
+                    if kind == "error":
+                        if HIDDEN_STARTED is not None and gid in HIDDEN_STARTED:
+                            out["evalue"] = ("a hidden check of this cell failed (the hidden "
+                                             "cases are not shown)")
                         out["traceback"] = [
                             f"\x1b[0;31m{out.get('ename', 'Error')}\x1b[0m: {out.get('evalue', '')}",
                             "(traceback not shown: it would quote the hidden tests)",
                         ]
+                    elif kind == "stream":
+                        kept = [line for line in out.get("text", "").splitlines()
+                                if _PASSED_LINE.match(line.strip())]
+                        if not kept:
+                            continue
+                        out["text"] = "\n".join(kept) + "\n"
+                    else:
+                        continue  # rich output (plots, HTML) of a check cell: the learner's
+                    outputs.append(out)
+                cell.outputs = outputs
             return cell, resources
 
     StripHiddenTests.__module__ = __name__
@@ -109,8 +133,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def autograde_preprocessors() -> list[type]:
-    """nbgrader's autograde steps, with ``StderrIsNotFailure`` right after the execution."""
+def autograde_preprocessors(*, jailed: bool = False) -> list[type]:
+    """nbgrader's autograde steps, with ``StderrIsNotFailure`` right after the execution.
+
+    ``jailed``: run the kernel in the current submission's sandbox (``course grade``).
+    """
     from nbconvert.preprocessors import ClearMetadataPreprocessor
     from nbgrader.preprocessors import (
         AssignLatePenalties,
@@ -121,6 +148,10 @@ def autograde_preprocessors() -> list[type]:
         SaveAutoGrades,
     )
 
+    if jailed:
+        from course_lib.autograde import _sandbox
+
+        Execute = _sandbox.JailedExecute  # noqa: N806 -- a class, named as nbgrader's
     return [Execute, __getattr__("StderrIsNotFailure"), IgnorePattern, ClearMetadataPreprocessor,
             LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
 

@@ -113,16 +113,74 @@ class _Referee:
         self._stderr.close()
 
 
-_REFEREE: _Referee | None = None
+class _GradingReferee:
+    """The referee of ``course grade``: started by the grading command, not by this kernel.
+
+    Reached over the Unix socket named by ``COURSE_REFEREE_SOCKET``. It draws the hidden cases
+    from a seed this kernel never sees and records every verdict itself; what this side prints
+    or returns changes no score.
+    """
+
+    pid = None
+
+    def __init__(self, path: str) -> None:
+        import socket
+
+        self.proc = self  # the poll()/kill() interface of _Referee.proc
+        self._closed = False
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self._sock.connect(path)
+        except OSError as exc:
+            self._sock.close()
+            raise RefereeDied(f"cannot reach the grading referee at {path} ({exc})") from None
+        self._in, self._out = self._sock.makefile("rb"), self._sock.makefile("wb")
+        hello = self.receive()
+        if not isinstance(hello, dict) or hello.get("op") != "ready":
+            raise RefereeDied(f"the grading referee sent {hello!r} instead of its greeting")
+
+    def poll(self) -> int | None:
+        return 0 if self._closed else None
+
+    def kill(self) -> None:
+        self.close()
+
+    def send(self, obj: Any) -> None:
+        try:
+            write_frame(self._out, obj)
+        except (OSError, ValueError) as exc:
+            raise RefereeDied(f"the grading referee stopped reading ({exc})") from None
+
+    def receive(self) -> Any:
+        try:
+            return read_frame(self._in)
+        except Exception as exc:
+            raise RefereeDied(f"the grading referee stopped answering ({exc})") from None
+
+    def close(self) -> None:
+        self._closed = True
+        for f in (self._in, self._out, self._sock):
+            try:
+                f.close()
+            except OSError:
+                pass
 
 
-def referee() -> _Referee:
-    """The kernel's referee, started on first use (about a second: it imports torch)."""
+_REFEREE: _Referee | _GradingReferee | None = None
+GRADING_SOCKET_ENV = "COURSE_REFEREE_SOCKET"
+
+
+def referee() -> _Referee | _GradingReferee:
+    """The kernel's referee, started on first use (about a second: it imports torch).
+
+    Under ``course grade`` (``COURSE_REFEREE_SOCKET`` set) it is the grading command's referee.
+    """
     global _REFEREE
     if _REFEREE is not None and _REFEREE.proc.poll() is not None:
         stop_referee()  # it died between checks: start a fresh one
     if _REFEREE is None:
-        _REFEREE = _Referee()
+        path = os.environ.get(GRADING_SOCKET_ENV, "")
+        _REFEREE = _GradingReferee(path) if path else _Referee()
     return _REFEREE
 
 

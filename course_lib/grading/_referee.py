@@ -121,5 +121,80 @@ def main() -> None:
         channel.send(run_check(msg, channel))
 
 
+# ------------------------------------------------------------------------------------------------
+# Grading mode: started by `course grade`, not by the kernel
+# ------------------------------------------------------------------------------------------------
+
+HIDDEN_WITHHELD = (
+    "{name} failed a hidden case (the hidden cases and their expected values are not shown: "
+    "test your function on other shapes and values than the visible checks use)"
+)
+
+
+def _record(fd: int, entry: dict) -> None:
+    import json
+
+    os.write(fd, (json.dumps(entry) + "\n").encode("utf-8"))
+
+
+def _serve_connection(conn: Any, seed: int, record_fd: int) -> None:
+    """One kernel connection: answer its checks with our seed, record every verdict."""
+    channel = Channel(conn.makefile("rb"), conn.makefile("wb"))
+    channel.send({"op": "ready", "pid": 0})  # our pid is none of the kernel's business
+    while True:
+        try:
+            msg = channel.receive()
+        except Exception:  # EOF, a corrupt frame: the kernel went away or misbehaved
+            return
+        if not isinstance(msg, dict) or msg.get("op") != "check":
+            return
+        hidden = bool(msg.get("hidden"))
+        request = dict(msg, seed=seed)  # the kernel's seed is ignored: it never knows ours
+        try:
+            verdict = run_check(request, channel)
+        except Exception as exc:  # the kernel broke the protocol mid-check
+            _record(record_fd, {"name": str(msg.get("name")), "hidden": hidden, "passed": False,
+                                "internal": False, "message": f"the check was cut off ({exc})"})
+            return
+        _record(record_fd, {"name": str(msg.get("name")), "hidden": hidden,
+                            "passed": bool(verdict["passed"]), "internal": bool(verdict["internal"]),
+                            "message": str(verdict["message"])[:4000]})
+        if hidden and not verdict["passed"]:
+            verdict = dict(verdict, message=HIDDEN_WITHHELD.format(name=msg.get("name")))
+        channel.send(verdict)
+
+
+def serve(listen_fd: int, record_fd: int) -> None:
+    """Grading mode (``--serve LISTEN_FD RECORD_FD``): verdicts go to the grading command.
+
+    The grading command starts this process (the kernel does not), hands it a listening Unix
+    socket and, on stdin, one frame ``{"op": "grading", "seed": int}``; ``record_fd`` is the
+    record, one JSON line per verdict. Kernels connect to the socket; the seed reaches this
+    process only through its stdin, never through an environment variable or a file.
+    """
+    import socket
+
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    control = Channel(sys.stdin.buffer, sys.stderr.buffer)
+    setup = control.receive()
+    seed = int(setup["seed"])
+    import torch
+
+    torch.set_num_threads(1)
+    listener = socket.socket(fileno=listen_fd)
+    while True:
+        conn, _ = listener.accept()
+        try:
+            _serve_connection(conn, seed, record_fd)
+        except Exception as exc:  # a kernel gone mid-answer: wait for the next connection
+            print(f"referee: connection ended ({type(exc).__name__}: {exc})", file=sys.stderr)
+        finally:
+            conn.close()
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--serve"]:
+        serve(int(sys.argv[2]), int(sys.argv[3]))
+    else:
+        main()

@@ -1,0 +1,382 @@
+"""One submission's jail: a bubblewrap sandbox around its kernel and the referee that judges it.
+
+``course grade`` runs every submission's kernel inside a ``Jail``:
+
+- the kernel sees a read-only system, Python, virtual environment and ``course_lib``; its own
+  empty home folder (its working directory) is the only place it can write. The course folder,
+  the gradebook, the output folder, the grading seed and the other submissions are not in its
+  file system at all; it has no network, and its own process namespace (it cannot see or
+  signal the grading command or the referee);
+- its address space is capped (``RLIMIT_AS``) and, where a pids cgroup is writable, so is its
+  number of processes;
+- the referee is started here, by the grading command: it gets the seed on its stdin and
+  writes each verdict to a record the kernel cannot reach; the kernel only gets the referee's
+  socket;
+- ``close()`` kills every process of the submission (the sandbox's process namespace dies
+  with it, daemons included) before anything is written.
+
+Without bubblewrap (``unsafe=True``), the referee and the record work the same, but the
+kernel runs with the grading command's rights: only the limits and the process-group kill
+apply.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+from course_lib.autograde._course import SEED_ENV, log
+
+SANDBOX_FIX = ("install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`, Fedora: "
+               "`dnf install bubblewrap`) and allow unprivileged user namespaces, or pass "
+               "--unsafe to grade without isolation (only for submissions you trust)")
+DEFAULT_MEMORY = 8 << 30  # bytes of address space per kernel (torch maps a lot it never uses)
+DEFAULT_PROCESSES = 256  # tasks (processes and threads) per submission, where a cgroup allows
+# Environment passed to a grading kernel: nothing else of the grading command's environment.
+_KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+             "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "MPLBACKEND", "TOKENIZERS_PARALLELISM",
+             "PYDEVD_DISABLE_FILE_VALIDATION", "JPY_SESSION_NAME")
+_CURRENT: Jail | None = None  # the jail of the submission being graded (one at a time)
+
+
+@functools.cache
+def sandbox_problem() -> str:
+    """Why bubblewrap cannot sandbox a kernel here ("" when it can)."""
+    bwrap = shutil.which("bwrap")
+    if bwrap is None:
+        return "bubblewrap (bwrap) is not installed"
+    try:
+        done = subprocess.run([bwrap, *_system_binds(), "--unshare-all", "--die-with-parent",
+                               "--proc", "/proc", "--", sys.executable, "-I", "-c", "pass"],
+                              capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap does not run ({exc})"
+    if done.returncode != 0:
+        return f"bwrap cannot create a sandbox here: {done.stderr.strip()[:300]}"
+    return ""
+
+
+def _system_binds() -> list[str]:
+    """Read-only binds of the system, the Python installation and the virtual environment."""
+    import course_lib
+
+    args: list[str] = []
+    for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc"):
+        path = Path(top)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), top]
+        elif path.is_dir():
+            args += ["--ro-bind", top, top]
+    package = Path(course_lib.__file__).resolve().parent
+    for path in {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(),
+                 Path(sys.prefix), Path(sys.executable).resolve().parent.parent, package}:
+        if path.is_dir() and not str(path).startswith(("/usr/", "/etc/")):
+            args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
+def _pids_cgroup_root() -> Path | None:
+    """A folder where we may create a pids cgroup (v2 unified or v1 ``pids``), else None."""
+    for root in (Path("/sys/fs/cgroup/pids"), Path("/sys/fs/cgroup")):
+        if (root / "cgroup.procs").exists() and os.access(root, os.W_OK):
+            if root.name == "cgroup" and "pids" not in _read(root / "cgroup.subtree_control"):
+                continue
+            return root
+    return None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def seed_int(seed: str) -> int:
+    """The integer the graders use for a seed text (as the kernel-side client does)."""
+    try:
+        return int(seed)
+    except ValueError:
+        return zlib.crc32(seed.encode("utf-8"))
+
+
+class Jail:
+    """A submission's sandbox, referee and record; use as a context manager (one at a time)."""
+
+    def __init__(self, base: Path, seed: str, *, unsafe: bool = False,
+                 memory: int = DEFAULT_MEMORY, processes: int = DEFAULT_PROCESSES,
+                 skip: frozenset[int] = frozenset(), notebook_timeout: float | None = None) -> None:
+        self.seed = seed
+        # What the executor saw: the cell running now, cells interrupted for their time
+        # limit (grade ids), cells not run; ``skip``: cell indices not to run (they killed
+        # the kernel on an earlier try).
+        self.skip, self.notebook_timeout = skip, notebook_timeout
+        self.running: int | None = None
+        self.running_id = ""
+        self.timed_out: set[str] = set()
+        self.not_run: list[int] = []
+        self.started: float | None = None
+        self.unsafe = unsafe
+        self.memory, self.processes = memory, processes
+        self.dir = Path(tempfile.mkdtemp(prefix="jail-", dir=base))
+        self.home, self.ipc, self.ref, self.private = (self.dir / n for n in
+                                                        ("home", "ipc", "ref", "private"))
+        for d in (self.home, self.ipc, self.ref, self.private):
+            d.mkdir()
+        self.private.chmod(0o700)
+        self.socket_path = self.ref / "referee.sock"
+        self.record_path = self.private / "record.jsonl"
+        self.kernels: list[subprocess.Popen] = []
+        self.cgroup: Path | None = None
+        self.referee: subprocess.Popen | None = None
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def __enter__(self) -> Jail:
+        global _CURRENT
+        self._start_referee()
+        root = _pids_cgroup_root()
+        if root is not None and not self.unsafe:
+            try:
+                self.cgroup = root / f"course-grade-{os.getpid()}-{self.dir.name}"
+                self.cgroup.mkdir()
+                (self.cgroup / "pids.max").write_text(str(self.processes))
+            except OSError as exc:
+                log.warning("no process limit: cannot make a pids cgroup (%s)", exc)
+                self.cgroup = None
+        _CURRENT = self
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _start_referee(self) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.socket_path))
+        listener.listen(8)
+        record = os.open(self.record_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        stderr = open(self.private / "referee.log", "wb")  # noqa: SIM115 -- closed in close()
+        try:
+            self.referee = subprocess.Popen(
+                [sys.executable, "-I", "-m", "course_lib.grading._referee", "--serve",
+                 str(listener.fileno()), str(record)],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
+                pass_fds=(listener.fileno(), record), start_new_session=True,
+                env={k: v for k, v in os.environ.items() if not k.endswith("GRADING_SEED")}
+                | {"OMP_NUM_THREADS": "1"})
+        finally:
+            listener.close()
+            os.close(record)
+            stderr.close()
+        from course_lib.grading._wire import write_frame
+
+        write_frame(self.referee.stdin, {"op": "grading", "seed": seed_int(self.seed)})
+        self.referee.stdin.close()  # the seed travelled; nothing else goes that way
+
+    def close(self) -> None:
+        """Kill every process of this submission (kernel, its children, the referee)."""
+        global _CURRENT
+        if _CURRENT is self:
+            _CURRENT = None
+        for proc in self.kernels:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                proc.kill()
+        if self.cgroup is not None:
+            self._empty_cgroup()
+        for proc in self.kernels:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+        if self.referee is not None:
+            self.referee.kill()
+            self.referee.wait()
+        shutil.rmtree(self.home, ignore_errors=True)
+        shutil.rmtree(self.ipc, ignore_errors=True)
+
+    def _empty_cgroup(self) -> None:
+        assert self.cgroup is not None
+        kill_file = self.cgroup / "cgroup.kill"
+        for _ in range(100):
+            pids = [int(p) for p in _read(self.cgroup / "cgroup.procs").split()]
+            if not pids:
+                break
+            if kill_file.exists():
+                with contextlib.suppress(OSError):
+                    kill_file.write_text("1")
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            self.cgroup.rmdir()
+
+    def verdicts(self) -> list[dict]:
+        """The referee's record: one dict per check it judged (name, hidden, passed, message)."""
+        out = []
+        for line in _read(self.record_path).splitlines():
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
+    # -- the kernel ----------------------------------------------------------------------
+
+    def kernel_env(self, env: dict[str, str] | None) -> dict[str, str]:
+        """The kernel's environment: an allowlist, never the seed, plus the referee's socket."""
+        base = env if env is not None else dict(os.environ)
+        from course_lib.pretrained import cache_dir
+
+        out = {k: v for k, v in base.items()
+               if k in _KEEP_ENV and SEED_ENV not in k and v.strip() != self.seed}
+        out.update(HOME=str(self.home), IPYTHONDIR=str(self.home / ".ipython"),
+                   MPLCONFIGDIR=str(self.home / ".matplotlib"), HF_HOME=str(self.home / "hf"),
+                   JUPYTER_RUNTIME_DIR=str(self.ipc), COURSE_CACHE=str(cache_dir()),
+                   HF_HUB_OFFLINE="1", TMPDIR="/tmp" if not self.unsafe else str(self.home),
+                   COURSE_REFEREE_SOCKET=str(self.socket_path))
+        out.setdefault("PATH", os.defpath)
+        out["PATH"] = str(Path(sys.executable).parent) + os.pathsep + out["PATH"]
+        return out
+
+    def wrap(self, cmd: list[str]) -> list[str]:
+        """The kernel command inside the sandbox, with its limits."""
+        # JPY_PARENT_PID=1: ipykernel then does not watch its parent, which in the sandbox's
+        # process namespace is pid 1 (it would read that as "my parent exited").
+        limits = ("import os, resource, sys; os.environ['JPY_PARENT_PID'] = '1'; "
+                  f"resource.setrlimit(resource.RLIMIT_AS, ({self.memory}, {self.memory})); "
+                  "os.execv(sys.argv[1], sys.argv[1:])")
+        inner = [sys.executable, "-I", "-c", limits, *cmd]
+        if self.unsafe:
+            return inner
+        from course_lib.pretrained import cache_dir
+
+        args = ["bwrap", *_system_binds(), "--unshare-all", "--die-with-parent",
+                "--new-session", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+                "--bind", str(self.home), str(self.home), "--bind", str(self.ipc), str(self.ipc),
+                "--ro-bind", str(self.ref), str(self.ref), "--chdir", str(self.home)]
+        cache = cache_dir()
+        if cache.is_dir():
+            args += ["--ro-bind", str(cache), str(cache)]
+        args += ["--", *inner]
+        if self.cgroup is not None:
+            args = ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(self.cgroup),
+                    *args]
+        return args
+
+
+def _make_kernel_manager() -> type:
+    from jupyter_client.manager import AsyncKernelManager
+
+    class JailedKernelManager(AsyncKernelManager):
+        """Starts the kernel inside the current ``Jail`` (plain behaviour when there is none)."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            jail = _CURRENT
+            if jail is not None:
+                self.transport = "ipc"  # a Unix socket in the jail: the kernel has no network
+                self.ip = str(jail.ipc / "k")
+                self.connection_file = str(jail.ipc / "kernel.json")
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            jail = _CURRENT
+            if jail is not None:
+                kernel_cmd = jail.wrap(kernel_cmd)
+                kw["env"] = jail.kernel_env(kw.get("env"))
+                if jail.unsafe:
+                    kw["cwd"] = str(jail.home)
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+            if jail is not None and getattr(self.provisioner, "process", None) is not None:
+                jail.kernels.append(self.provisioner.process)
+
+        async def _async_interrupt_kernel(self) -> None:
+            if _CURRENT is None or not self.has_kernel:
+                return await super()._async_interrupt_kernel()
+            # A signal to the sandbox's outer process would not reach the kernel: ask the
+            # kernel itself (ipykernel raises KeyboardInterrupt in the running cell).
+            msg = self.session.msg("interrupt_request", content={})
+            self._connect_control_socket()
+            self.session.send(self._control_socket, msg)
+
+        interrupt_kernel = _async_interrupt_kernel  # jupyter_client binds the base one
+
+    JailedKernelManager.__module__ = __name__
+    return JailedKernelManager
+
+
+def _make_execute() -> type:
+    from jupyter_core.utils import run_sync
+    from nbgrader.preprocessors import Execute
+
+    class JailedExecute(Execute):
+        """nbgrader's Execute with kernels started by ``JailedKernelManager``.
+
+        Tells the current ``Jail`` which cell runs (so a cell that kills the kernel can be
+        skipped on a second try) and which cells hit their time limit (so that a
+        ``KeyboardInterrupt`` the learner raised is not mistaken for one); skips the cells the
+        jail says to skip, and every cell once the notebook's own time limit is spent.
+        """
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["kernel_manager_class"] = __getattr__("JailedKernelManager")
+            super().__init__(*args, **kwargs)
+
+        async def async_execute_cell(self, cell: Any, cell_index: int, *args: Any,
+                                     **kwargs: Any) -> Any:
+            jail = _CURRENT
+            if jail is None or cell.cell_type != "code":
+                return await super().async_execute_cell(cell, cell_index, *args, **kwargs)
+            if jail.started is None:
+                jail.started = time.monotonic()
+            spent = time.monotonic() - jail.started
+            why = ""
+            if cell_index in jail.skip:
+                why = "this cell stopped the kernel on the first run, so it was skipped"
+            elif jail.notebook_timeout is not None and spent > jail.notebook_timeout:
+                why = (f"not run: the notebook's time limit ({jail.notebook_timeout:g} s) "
+                       "was spent")
+            if why:
+                import nbformat
+
+                jail.not_run.append(cell_index)
+                cell.outputs = [nbformat.v4.new_output(
+                    "error", ename="NotRun", evalue=why, traceback=[f"NotRun: {why}"])]
+                return cell
+            jail.running = cell_index
+            jail.running_id = cell.metadata.get("nbgrader", {}).get("grade_id", "")
+            out = await super().async_execute_cell(cell, cell_index, *args, **kwargs)
+            jail.running = None
+            return out
+
+        execute_cell = run_sync(async_execute_cell)  # nbclient binds the base class's one
+
+        async def _async_handle_timeout(self, timeout: int, cell: Any = None) -> Any:
+            jail = _CURRENT
+            if jail is not None and cell is not None:
+                jail.timed_out.add(cell.metadata.get("nbgrader", {}).get("grade_id", ""))
+            return await super()._async_handle_timeout(timeout, cell)
+
+    JailedExecute.__module__ = __name__
+    return JailedExecute
+
+
+_LAZY = {"JailedKernelManager": _make_kernel_manager, "JailedExecute": _make_execute}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        cls = _LAZY[name]()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
