@@ -3,6 +3,7 @@
     course doctor               check the install: versions, device, corpus, SmolLM2
     course lab                  start JupyterLab on notebooks/
     course release|validate|grade    the nbgrader pipeline (course_lib.autograde)
+    course exchange STEP        release/collect/grade/release-feedback via nbgrader's exchange
     course train-course-gpt     re-create the shipped course GPT (course_lib.course_gpt)
 
 Subcommands that need heavy imports live in their own modules, each exposing
@@ -21,7 +22,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-_SUBCOMMAND_MODULES = ["course_lib.autograde", "course_lib.course_gpt"]
+_SUBCOMMAND_MODULES = ["course_lib.autograde", "course_lib.autograde.exchange", "course_lib.course_gpt"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _VERSIONED = ["torch", "transformers", "tokenizers", "nbgrader", "jupyterlab", "numpy", "matplotlib"]
 
