@@ -18,6 +18,7 @@ past_key_values=None, use_cache=False) -> CausalLMOutput``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +29,14 @@ from course_lib.attention import KVCache, apply_rope, causal_attention, repeat_k
 from course_lib.functional import rms_norm, silu
 from course_lib.gpt import CausalLMOutput, causal_lm_loss, check_inputs, resolve_cache
 
-__all__ = ["Llama", "LlamaConfig", "forward_config", "llama_forward", "swiglu_mlp"]
+__all__ = [
+    "Llama",
+    "LlamaConfig",
+    "compare_with_hf",
+    "forward_config",
+    "llama_forward",
+    "swiglu_mlp",
+]
 
 
 @dataclass(frozen=True)
@@ -328,6 +336,52 @@ def llama_forward(input_ids: Tensor, params: dict[str, Tensor], config: dict) ->
         )
     x = rms_norm(x, params["model.norm.weight"], eps)
     return x @ params.get("lm_head.weight", emb).T  # tied: the embedding matrix is the output layer
+
+
+def compare_with_hf(forward: Callable, hf_model: nn.Module, input_ids: Tensor) -> dict | None:
+    """Run ``forward(input_ids, state_dict, forward_config(config))`` against the HF model's logits.
+
+    For notebook 08's capstone: it prints the largest logit difference and both next tokens, and
+    does not fail when ``forward`` is still an unimplemented stub (it says so and returns None).
+
+    Args:
+        forward: a function with ``llama_forward``'s signature, e.g. the learner's.
+        hf_model: a ``transformers.LlamaForCausalLM`` (e.g. SmolLM2).
+        input_ids: int64 (B, T).
+
+    Returns:
+        ``{"max_abs_diff", "same_next_token", "next_token", "hf_next_token"}``, or None for a stub.
+    """
+    device = next(hf_model.parameters()).device
+    input_ids = input_ids.to(device)
+    params = {k: v.detach() for k, v in hf_model.state_dict().items()}
+    with torch.no_grad():
+        expected = hf_model(input_ids).logits
+        try:
+            logits = forward(input_ids, params, forward_config(hf_model.config))
+        except NotImplementedError:
+            print(
+                f"{getattr(forward, '__name__', 'forward')} is not implemented yet: nothing to compare"
+            )
+            return None
+    if not isinstance(logits, Tensor) or logits.shape != expected.shape:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ValueError(f"expected logits of shape {tuple(expected.shape)}, got {shape}")
+    result = {
+        "max_abs_diff": (logits.double() - expected.double()).abs().max().item(),
+        "next_token": logits[:, -1].argmax(-1).tolist(),
+        "hf_next_token": expected[:, -1].argmax(-1).tolist(),
+    }
+    result["same_next_token"] = result["next_token"] == result["hf_next_token"]
+    print(
+        f"max |logits - HF logits| = {result['max_abs_diff']:.2e} (logits of size up to "
+        f"{expected.abs().max().item():.1f})"
+    )
+    print(
+        f"next token: yours {result['next_token']}, HF {result['hf_next_token']}, same: "
+        f"{result['same_next_token']}"
+    )
+    return result
 
 
 # ------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from course_lib.llama import (
     Llama,
     LlamaConfig,
     RMSNorm,
+    compare_with_hf,
     forward_config,
     llama_forward,
     swiglu_mlp,
@@ -317,6 +318,24 @@ def test_llama_forward_rejects_an_incomplete_config():
     hf = tiny_hf(CONFIGS[0].values[0])
     with pytest.raises(ValueError, match="forward_config"):
         llama_forward(ids(97, 1, 3), _state_dict(hf), {"num_attention_heads": 4})
+
+
+def test_compare_with_hf_reports_the_difference_and_tolerates_a_stub(capsys):
+    hf = tiny_hf(CONFIGS[0].values[0])
+    result = compare_with_hf(llama_forward, hf, ids(97, 1, 6))
+    assert result["max_abs_diff"] < 1e-5 and result["same_next_token"]
+    assert "max |logits - HF logits|" in capsys.readouterr().out
+
+    def stub(input_ids, params, config):
+        raise NotImplementedError()
+
+    assert compare_with_hf(stub, hf, ids(97, 1, 6)) is None
+    assert "stub is not implemented yet" in capsys.readouterr().out
+
+    def wrong(input_ids, params, config):
+        return llama_forward(input_ids, params, {**config, "rope_theta": 10.0})
+
+    assert compare_with_hf(wrong, hf, ids(97, 1, 6))["max_abs_diff"] > 1e-3
 
 
 def test_rope_cos_sin_float64():
