@@ -27,7 +27,7 @@ __all__ = [f"check_{name}" for name in EXERCISES] + ["check_trained_model"]
 def check_trained_model(model, *, hidden: bool = False) -> None:
     """Notebook 06's capstone: pass when your trained GPT reaches the stated validation target.
 
-    Not a catalogue exercise: the model's weights and config are evaluated in a clean process
+    Not a catalogue exercise: the model's weights and config are evaluated by the referee
     (see ``course_lib.grading.training``), never in the kernel.
 
     Args:

@@ -5,19 +5,18 @@ The four ``grade_NAME`` functions run in the referee; their answer key is
 ``course_lib.training``, evaluated in float64.
 
 ``check_trained_model(model)`` is called in the learner's kernel. It copies the model's
-weights and configuration out as plain tensors and numbers, and hands them to a fresh, clean
-process (``python -I -m course_lib.grading.training``) that rebuilds a
-``course_lib.gpt.GPT`` from them, encodes a fixed slice of the validation split with the
-course tokenizer and measures the loss itself. Nothing the kernel has patched (the model's
-``forward``, ``torch``, the loss) takes part in the measurement.
+weights and configuration out as plain tensors and numbers and sends them to the referee as a
+check named ``trained_model``; the referee (``judge_trained_model``) rebuilds a
+``course_lib.gpt.GPT`` from them, encodes a fixed slice of the validation split with the course
+tokenizer and measures the loss itself. Nothing the kernel has patched (the model's
+``forward``, ``torch``, the loss) takes part in the measurement, and under ``course grade``
+the verdict is recorded by the grading referee like every other check.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import os
-import subprocess
-import sys
 import weakref
 from typing import Any
 
@@ -834,9 +833,9 @@ def grade_adamw_update(s: Session) -> None:
 TARGET_NATS_PER_CHAR = 1.75  # notebook 06's stated target
 EVAL_CHARS = 60_000  # the fixed slice: the first EVAL_CHARS characters of the val split
 EVAL_BLOCK = 128  # window length (at most the model's context)
-EVAL_TIMEOUT_S = 600
 
 
+@functools.lru_cache(maxsize=1)
 def _eval_ids(tokenizer_json: str) -> tuple[Tensor, int]:
     """The course tokenizer's ids of the fixed validation slice, and the slice's length."""
     from tokenizers import Tokenizer
@@ -973,7 +972,32 @@ def evaluate_submission(payload: dict) -> dict:
 
 
 def _verdict(passed: bool, message: str, result: dict | None = None) -> dict:
-    return {"op": "verdict", "passed": passed, "message": message, "result": result or {}}
+    return {
+        "op": "verdict",
+        "passed": passed,
+        "internal": False,
+        "checks": 1,
+        "message": message,
+        "result": result or {},
+    }
+
+
+def judge_trained_model(msg: dict) -> dict:
+    """The referee's answer to a ``{"op": "check", "name": "trained_model", "model": ...}``."""
+    import traceback
+
+    try:
+        return evaluate_submission(msg.get("model") or {})
+    except Exception:
+        return dict(
+            _verdict(
+                False,
+                "the evaluation of your model failed; please report this:\n"
+                + traceback.format_exc(),
+            ),
+            internal=True,
+            checks=0,
+        )
 
 
 def _payload(model: Any) -> dict:
@@ -996,7 +1020,7 @@ def _payload(model: Any) -> dict:
             "build your model with GPT(GPTConfig(...))"
         )
     state = {k: to_plain(v) for k, v in dict.items(model.state_dict())}
-    return {"op": "trained_model", "config": to_plain(asdict(model.config)), "state_dict": state}
+    return {"config": to_plain(asdict(model.config)), "state_dict": state}
 
 
 _TRAINED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # function -> its model
@@ -1027,9 +1051,9 @@ def _model_from(model_or_fn: Any) -> torch.nn.Module:
 def check_trained_model(model: Any, *, hidden: bool = False) -> None:
     """Pass when the trained model reaches the notebook's validation target.
 
-    The evaluation happens out of the kernel: the weights and config go to a clean
-    ``python -I`` process, which rebuilds the model with ``course_lib.gpt.GPT``, measures its
-    loss on the fixed validation slice and compares it with ``TARGET_NATS_PER_CHAR``.
+    The evaluation happens out of the kernel: the weights and config go to the referee, which
+    rebuilds the model with ``course_lib.gpt.GPT``, measures its loss on the fixed validation
+    slice and compares it with ``TARGET_NATS_PER_CHAR``.
 
     Args:
         model: your trained ``course_lib.gpt.GPT`` (or a Hugging Face ``GPT2LMHeadModel``), or
@@ -1041,57 +1065,34 @@ def check_trained_model(model: Any, *, hidden: bool = False) -> None:
     Raises:
         AssertionError: the model misses the target (the message gives its loss).
     """
-    import io
+    from course_lib.grading import _client
 
-    from course_lib.grading._wire import read_frame, write_frame
-
-    del hidden  # the same evaluation either way
-    frame = io.BytesIO()
-    write_frame(frame, _payload(_model_from(model)))
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-I", "-m", "course_lib.grading.training"],
-            input=frame.getvalue(),
-            capture_output=True,
-            env=env,
-            timeout=EVAL_TIMEOUT_S,
+    request = {
+        "op": "check",
+        "name": "trained_model",
+        "params": None,
+        "hidden": bool(hidden),
+        "seed": _client.hidden_seed() if hidden else None,
+        "model": _payload(_model_from(model)),
+    }
+    verdict: dict | None = None
+    for _attempt in range(2):  # a referee that dies is restarted once
+        try:
+            verdict = _client._serve(_client.referee(), None, request)
+            break
+        except _client.RefereeDied as exc:
+            failure = exc
+            _client.stop_referee()
+        except BaseException:
+            _client.stop_referee()
+            raise
+    if verdict is None:
+        raise RuntimeError(
+            "check_trained_model could not run: the grading referee stopped twice. Restart the "
+            f"kernel and run the notebook again. Details: {failure}"
         )
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(
-            f"check_trained_model: the evaluation took more than {EVAL_TIMEOUT_S} s; is your "
-            "model very large?"
-        ) from None
-    try:
-        verdict = read_frame(io.BytesIO(proc.stdout))
-    except Exception:
-        tail = proc.stderr.decode("utf-8", errors="replace")[-1500:]
-        raise RuntimeError(
-            f"check_trained_model: the evaluation process failed (exit code {proc.returncode}). "
-            f"Its last words:\n{tail}"
-        ) from None
-    if not isinstance(verdict, dict) or verdict.get("op") != "verdict":
-        raise RuntimeError(f"check_trained_model: unexpected answer {verdict!r}")
+    if verdict.get("internal"):
+        raise RuntimeError(verdict.get("message", "the evaluation failed"))
     if not verdict.get("passed"):
         raise AssertionError(verdict.get("message", "your model misses the target"))
     print(f"✓ trained_model: {verdict.get('message')}")
-
-
-def _main() -> None:
-    """The evaluation process: one frame in (the model), one frame out (the verdict)."""
-    from course_lib.grading._wire import read_frame, write_frame
-
-    wire_out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # stray prints go to stderr, never onto the wire
-    sys.stdout = sys.stderr
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "2") or 2)))
-    payload = read_frame(sys.stdin.buffer)
-    if not isinstance(payload, dict) or payload.get("op") != "trained_model":
-        verdict = _verdict(False, "the evaluation process received an unexpected message")
-    else:
-        verdict = evaluate_submission(payload)
-    write_frame(wire_out, verdict)
-
-
-if __name__ == "__main__":
-    _main()
