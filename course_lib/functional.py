@@ -23,13 +23,16 @@ from torch import Tensor
 
 __all__ = [
     "cross_entropy",
+    "cross_entropy_grad",
     "gelu",
     "layer_norm",
     "log_softmax",
+    "relu",
     "rms_norm",
     "sgd_step",
     "silu",
     "softmax",
+    "train_bigram",
 ]
 
 
@@ -149,6 +152,35 @@ def cross_entropy(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> 
     return -torch.where(keep, picked, 0.0).sum() / keep.sum()
 
 
+def cross_entropy_grad(logits: Tensor, targets: Tensor) -> Tensor:
+    """The gradient of ``cross_entropy(logits, targets)`` w.r.t. ``logits``, in closed form.
+
+    Each row gets ``softmax(logits[n]) - onehot(targets[n])``, divided by N because the loss is
+    a mean over the N rows. No autograd: this is what ``loss.backward()`` computes.
+
+    Args:
+        logits: float (N, V) scores.
+        targets: int (N,) class ids in [0, V).
+
+    Returns:
+        float (N, V), the same dtype as logits; each row sums to 0.
+
+    Example:
+        >>> cross_entropy_grad(torch.zeros(1, 4), torch.tensor([2]))
+        tensor([[ 0.2500,  0.2500, -0.7500,  0.2500]])
+    """
+    _check_float_tensor(logits, "logits")
+    if logits.dim() != 2 or not isinstance(targets, Tensor) or targets.shape != logits.shape[:1]:
+        raise ValueError(
+            f"expected logits (N, V) and targets (N,), got {tuple(logits.shape)} and "
+            f"{tuple(getattr(targets, 'shape', ()))}"
+        )
+    N, V = logits.shape
+    onehot = torch.zeros_like(logits)  # (N, V)
+    onehot[torch.arange(N), targets.long()] = 1.0
+    return (softmax(logits, dim=-1) - onehot) / N
+
+
 def gelu(x: Tensor) -> Tensor:
     """GELU, tanh approximation (GPT-2's ``gelu_new``).
 
@@ -165,6 +197,17 @@ def gelu(x: Tensor) -> Tensor:
     return (
         0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
     )
+
+
+def relu(x: Tensor) -> Tensor:
+    """ReLU, ``max(x, 0)`` elementwise: the toy exercise that notebook 00 uses to show the checks.
+
+    Example:
+        >>> relu(torch.tensor([-1.0, 0.0, 2.0]))
+        tensor([0., 0., 2.])
+    """
+    _check_float_tensor(x, "x")
+    return torch.where(x > 0, x, torch.zeros_like(x))
 
 
 def silu(x: Tensor) -> Tensor:
@@ -281,3 +324,35 @@ def sgd_step(params: Iterable[Tensor], lr: float) -> None:
             if p.grad is not None:
                 p -= lr * p.grad
                 p.grad = None
+
+
+def train_bigram(
+    ids: Tensor, vocab_size: int, steps: int, batch_size: int, lr: float, generator: torch.Generator
+) -> Tensor:
+    """Train a neural bigram (a (V, V) logit table) by minibatch SGD; return the trained table.
+
+    ``W`` starts at zeros. Each of the ``steps`` steps draws exactly one
+    ``torch.randint(len(ids) - 1, (batch_size,), generator=generator)`` of positions ``t``,
+    takes the logits ``W[ids[t]]`` and the targets ``ids[t + 1]``, and makes one
+    ``sgd_step`` on the mean cross-entropy at the constant learning rate ``lr``.
+
+    Args:
+        ids: int (N,) token ids, N >= 2.
+        vocab_size: V; every id is in [0, V).
+        steps, batch_size: the number of SGD steps and of positions per step.
+        lr: learning rate.
+        generator: the source of the minibatch positions.
+
+    Returns:
+        float32 (V, V) logits, detached: ``softmax(W[i])`` is P(next | current = i).
+    """
+    if not isinstance(ids, Tensor) or ids.dim() != 1 or ids.numel() < 2:
+        raise ValueError("ids must be a 1-D tensor of at least 2 token ids")
+    ids = ids.long()
+    W = torch.zeros(vocab_size, vocab_size, device=ids.device, requires_grad=True)
+    for _ in range(steps):
+        t = torch.randint(len(ids) - 1, (batch_size,), generator=generator).to(ids.device)
+        loss = cross_entropy(W[ids[t]], ids[t + 1])
+        loss.backward()
+        sgd_step([W], lr)
+    return W.detach()

@@ -295,3 +295,38 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --------------------------------------------------------------------------- notebook 03 extras
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_grad_equals_autograd(dtype):
+    logits = randn(6, 9, dtype=dtype, scale=3.0).requires_grad_()
+    targets = torch.tensor([0, 8, 3, 3, 1, 5])
+    F.cross_entropy(logits, targets).backward()
+    torch.testing.assert_close(cf.cross_entropy_grad(logits.detach(), targets), logits.grad)
+    huge = cf.cross_entropy_grad(randn(3, 4, dtype=dtype, scale=1e4), torch.tensor([0, 1, 2]))
+    assert huge.isfinite().all() and torch.allclose(huge.sum(-1), torch.zeros(3, dtype=dtype))
+
+
+def test_cross_entropy_grad_hand_example():
+    expected = torch.tensor([[0.25, 0.25, -0.75, 0.25]])
+    torch.testing.assert_close(
+        cf.cross_entropy_grad(torch.zeros(1, 4), torch.tensor([2])), expected
+    )
+
+
+def test_relu_matches_torch():
+    x = randn(4, 5, scale=2.0)
+    torch.testing.assert_close(cf.relu(x), torch.relu(x))
+    assert cf.relu(torch.tensor([-0.0, 0.0, -1.0])).eq(0).all()
+
+
+def test_train_bigram_reaches_the_counting_model():
+    # A deterministic 3-cycle: the counting model predicts it with certainty (NLL 0).
+    ids = torch.tensor([0, 1, 2] * 40)
+    W = cf.train_bigram(ids, 3, 100, 16, 5.0, torch.Generator().manual_seed(0))
+    assert W.shape == (3, 3) and not W.requires_grad
+    assert cf.cross_entropy(W[ids[:-1]], ids[1:]).item() < 0.01
+    torch.testing.assert_close(W.sum(dim=1), torch.zeros(3), atol=1e-5, rtol=0)  # rows keep sum 0

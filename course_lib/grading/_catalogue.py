@@ -56,6 +56,8 @@ _NB08, _NB09 = "08-modern-llms", "09-challenges"
 EXERCISES: dict[str, Exercise] = {
     e.name: e
     for e in [
+        # 00: an ungraded toy that shows how check cells work (no points)
+        Exercise("relu", "00-welcome", "functional", ("x",)),
         Exercise("bigram_counts", _NB01, "ngram", ("ids", "vocab_size")),
         Exercise("bigram_probs", _NB01, "ngram", ("counts", "alpha"), (("alpha", 1.0),)),
         Exercise("nll", _NB01, "ngram", ("probs", "ids")),
@@ -68,7 +70,17 @@ EXERCISES: dict[str, Exercise] = {
         Exercise("decode", _NB02, "bpe", ("ids", "merges")),
         Exercise("softmax", _NB03, "functional", ("x", "dim"), (("dim", -1),)),
         Exercise("cross_entropy", _NB03, "functional", ("logits", "targets")),
+        Exercise("cross_entropy_grad", _NB03, "functional", ("logits", "targets")),
         Exercise("sgd_step", _NB03, "functional", ("params", "lr")),
+        # train_bigram(ids, vocab_size, steps, batch_size, lr, generator) -> W (V, V): the
+        # learner's whole SGD loop from W = 0; the referee scores the returned W itself (its NLL
+        # on the case's text must be within 0.02 nats of the counting model's).
+        Exercise(
+            "train_bigram",
+            _NB03,
+            "functional",
+            ("ids", "vocab_size", "steps", "batch_size", "lr", "generator"),
+        ),
         Exercise("attention_scores", _NB04, "attention", ("q", "k")),
         Exercise("causal_mask", _NB04, "attention", ("T",)),
         Exercise(

@@ -1,4 +1,5 @@
-"""Graders of notebook 03 (03-neural-lm): softmax, cross_entropy, sgd_step.
+"""Graders of notebook 03 (03-neural-lm): softmax, cross_entropy, cross_entropy_grad, sgd_step,
+train_bigram; and of notebook 00's ungraded toy exercise, relu.
 
 Runs in the referee; the answer key is ``course_lib.functional``, evaluated in float64.
 """
@@ -13,10 +14,63 @@ from course_lib.grading._harness import (
     Mistake,
     Session,
     TensorOut,
+    generator_arg,
     params_arg,
     reference_answer,
     verify,
 )
+
+# ------------------------------------------------------------------------------------------------
+# relu (notebook 00: the toy that shows how check cells work; worth no points)
+# ------------------------------------------------------------------------------------------------
+
+
+def grade_relu(s: Session) -> None:
+    s.inplace_hint = (
+        "Return a new tensor (torch.clamp(x, min=0)), not x.clamp_(...) or x[x < 0] = 0."
+    )
+    s.error_hints = [
+        (
+            "Boolean value of Tensor with more than one value is ambiguous",
+            "`if x > 0` asks one question about a whole tensor: compare elementwise instead, with "
+            "torch.where(x > 0, x, 0.0) or torch.clamp(x, min=0).",
+        ),
+    ]
+    cases = [] if s.hidden else [torch.tensor([-2.0, -0.5, 0.0, 0.5, 3.0])]
+    r = s.rng
+    cases += [
+        s.randn(r.randint(2, 5), r.randint(2, 6)),
+        s.randn(2, r.randint(2, 4), 3, scale=100.0),
+        s.randn(r.randint(3, 9)).double(),
+    ]
+    mistakes = [
+        Mistake(
+            "negative inputs must become 0, not their absolute value: use max(x, 0)", torch.abs
+        ),
+        Mistake(
+            "you kept the negative part (min(x, 0)): ReLU keeps the positive part, max(x, 0)",
+            lambda x: x.clamp(max=0),
+        ),
+        Mistake(
+            "negative inputs must become exactly 0 (this looks like a leaky ReLU, 0.01 x)",
+            lambda x: torch.where(x > 0, x, 0.01 * x),
+        ),
+        Mistake(
+            "you returned the mask x > 0 (as 0/1): multiply it with x, or use torch.clamp(x, min=0)",
+            lambda x: (x > 0).to(x.dtype),
+        ),
+    ]
+
+    def nonnegative(y: Tensor) -> str | None:
+        if (y < 0).any():
+            return "your output has negative entries: ReLU maps every negative input to 0"
+        return None
+
+    for x in cases:
+        out = s.call(x)
+        kind, expected = reference_answer(TensorOut(tuple(x.shape), "float"), ref.relu, x)
+        verify(s, out, kind, expected, mistakes=mistakes, properties=[nonnegative])
+
 
 # ------------------------------------------------------------------------------------------------
 # softmax
@@ -341,6 +395,137 @@ def grade_cross_entropy(s: Session) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# cross_entropy_grad
+# ------------------------------------------------------------------------------------------------
+
+
+def _autograd_ce_grad(logits: Tensor, targets: Tensor) -> Tensor:
+    """The answer key: what autograd gives for d cross_entropy / d logits."""
+    z = logits.detach().clone().requires_grad_(True)
+    ref.cross_entropy(z, targets).backward()
+    return z.grad
+
+
+def _onehot(x: Tensor, t: Tensor) -> Tensor:
+    return torch.nn.functional.one_hot(t.long(), x.shape[-1]).to(x.dtype)
+
+
+def _ce_grad_mistakes() -> list[Mistake]:
+    def sm(x: Tensor) -> Tensor:
+        return ref.softmax(x, -1)
+
+    def n(x: Tensor) -> int:
+        return x.shape[0]
+
+    def block(x: Tensor, t: Tensor) -> Tensor:
+        hot = torch.zeros_like(x)
+        hot[:, t.long()] = 1.0
+        return (sm(x) - hot) / n(x)
+
+    return [
+        Mistake(
+            "softmax without subtracting the max overflows for huge logits (exp(1000) = inf, "
+            "inf / inf = nan): subtract each row's max before exp",
+            lambda x, t: (_exp_norm(x.exp(), -1) - _onehot(x, t)) / n(x),
+        ),
+        Mistake(
+            "you forgot to divide by N: the loss is a MEAN over the N rows, so each row's "
+            "gradient softmax - onehot is divided by N",
+            lambda x, t: sm(x) - _onehot(x, t),
+        ),
+        Mistake(
+            "the sign is flipped: the gradient is softmax - onehot (raising the target's logit "
+            "lowers the loss, so its entry is negative), not onehot - softmax",
+            lambda x, t: (_onehot(x, t) - sm(x)) / n(x),
+        ),
+        Mistake(
+            "you forgot the one-hot term: the gradient is (softmax(logits) - onehot(targets)) / N",
+            lambda x, t: sm(x) / n(x),
+        ),
+        Mistake(
+            "divide by N (the number of rows), not by V (the vocabulary size)",
+            lambda x, t: (sm(x) - _onehot(x, t)) / x.shape[1],
+        ),
+        Mistake(
+            "divide by N only, not by N * V: the loss averages over the N rows, not over the "
+            "vocabulary",
+            lambda x, t: (sm(x) - _onehot(x, t)) / x.numel(),
+        ),
+        Mistake(
+            "take the softmax over the vocabulary (dim=-1, each row), not over dim=0",
+            lambda x, t: (ref.softmax(x, 0) - _onehot(x, t)) / n(x),
+        ),
+        Mistake(
+            "you used log-probabilities: the gradient uses the probabilities softmax(logits), "
+            "not log_softmax",
+            lambda x, t: (ref.log_softmax(x, -1) - _onehot(x, t)) / n(x),
+        ),
+        Mistake(
+            "your one-hot has a 1 in every target column of every row (onehot[:, targets] = 1): "
+            "put one 1 per row, onehot[torch.arange(N), targets] = 1 (or F.one_hot)",
+            block,
+        ),
+        Mistake(
+            "you used the raw logits instead of softmax(logits): (softmax - onehot) / N",
+            lambda x, t: (x - _onehot(x, t)) / n(x),
+        ),
+    ]
+
+
+def grade_cross_entropy_grad(s: Session) -> None:
+    s.inplace_hint = "Do not modify logits (no logits -= ...); build new tensors."
+    s.error_hints = [
+        (
+            "must match the size of tensor",
+            "Shapes do not broadcast: reduce over dim=-1 with keepdim=True.",
+        ),
+    ]
+    r = s.rng
+    cases = []
+    if not s.hidden:
+        cases.append((torch.zeros(2, 4), torch.tensor([2, 0])))  # rows (1/4, ...) - onehot, / 2
+    for n, v in [(r.randint(3, 8), r.randint(3, 9)), (r.randint(2, 5), r.randint(8, 16))]:
+        cases.append((s.randn(n, v, scale=2.0), s.randint(0, v, n)))
+    n, v = r.randint(3, 6), r.randint(4, 8)
+    cases.append((s.randn(n, v, scale=1e3), s.randint(0, v, n)))  # huge logits: no NaN
+    cases.append((s.randn(n, v).double(), s.randint(0, v, n)))
+    for logits, targets in cases:
+        out = s.call(logits, targets)
+        N, V = logits.shape
+
+        def finite(g: Tensor, scale: float = logits.abs().max().item()) -> str | None:
+            if not g.isfinite().all():
+                return (
+                    f"your gradient has NaN/inf for logits as large as {scale:.3g}: compute the "
+                    "softmax stably (subtract each row's max before exp)"
+                )
+            return None
+
+        def rows_sum_to_zero(g: Tensor) -> str | None:
+            if (g.double().sum(-1).abs() > 1e-4).any():
+                return (
+                    "the rows of your gradient do not sum to 0: softmax sums to 1 and so does "
+                    "the one-hot, so (softmax - onehot) / N sums to 0 in every row"
+                )
+            return None
+
+        kind, expected = reference_answer(
+            TensorOut((N, V), "float", rtol=1e-4, atol=1e-7, what="gradient"),
+            _autograd_ce_grad,
+            logits,
+            targets,
+        )
+        verify(
+            s,
+            out,
+            kind,
+            expected,
+            mistakes=_ce_grad_mistakes(),
+            properties=[finite, rows_sum_to_zero],
+        )
+
+
+# ------------------------------------------------------------------------------------------------
 # sgd_step
 # ------------------------------------------------------------------------------------------------
 
@@ -438,3 +623,175 @@ def grade_sgd_step(s: Session) -> None:
                     out,
                 )
         s.ok()
+
+
+# ------------------------------------------------------------------------------------------------
+# train_bigram: the learner's whole training loop, judged on the weights it returns
+# ------------------------------------------------------------------------------------------------
+# The kernel runs the loop; the referee only receives the trained (V, V) table and scores it
+# itself (its NLL on the case's text against the counting model's), so a loss printed or
+# computed in the kernel counts for nothing. The case is small (V <= 7, 1500 tokens, 100 steps)
+# so the whole loop takes a fraction of a second.
+
+_TRAIN_TOLERANCE = 0.02  # nats: the trained table must be this close to the counting model
+
+
+def _markov_text(s: Session, V: int, n: int) -> Tensor:
+    """n ids from a random Markov chain over V tokens whose rows all keep some mass everywhere."""
+    P = torch.softmax(s.randn(V, V), -1).double() * 0.85 + 0.15 / V  # (V, V)
+    cum = P.cumsum(1)
+    u = torch.rand(n, generator=s.gen, dtype=torch.float64)
+    ids = [s.rng.randrange(V)]
+    for k in range(n - 1):
+        ids.append(min(int(torch.searchsorted(cum[ids[-1]], u[k])), V - 1))
+    return torch.tensor(ids)
+
+
+def _bigram_nll(W: Tensor, ids: Tensor) -> float:
+    """Mean NLL of ids[t + 1] given ids[t] under softmax(W), in float64."""
+    return ref.cross_entropy(W.double()[ids[:-1]], ids[1:]).item()
+
+
+def _counting_nll(ids: Tensor, V: int) -> float:
+    """The training NLL of the unsmoothed counting model: the best any (V, V) table can do."""
+    counts = torch.zeros(V, V, dtype=torch.float64)
+    counts.index_put_((ids[:-1], ids[1:]), torch.ones(len(ids) - 1, dtype=torch.float64), True)
+    probs = counts / counts.sum(1, keepdim=True).clamp_min(1)
+    logp = torch.where(counts > 0, probs.clamp_min(1e-300).log(), 0.0)
+    return -(counts * logp).sum().item() / counts.sum().item()
+
+
+def _sgd_bigram(
+    ids: Tensor,
+    V: int,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    *,
+    shift: int = 1,
+    clear: bool = True,
+    sign: float = 1.0,
+    total: bool = False,
+    reverse: bool = False,
+) -> Tensor:
+    """The reference loop, and its classic wrong versions (for diagnosis only)."""
+    g = torch.Generator().manual_seed(seed)
+    W = torch.zeros(V, V, requires_grad=True)
+    grad = torch.zeros(V, V)
+    for _ in range(steps):
+        t = torch.randint(len(ids) - 1, (batch_size,), generator=g)
+        x, y = (ids[t + 1], ids[t]) if reverse else (ids[t], ids[t + shift])
+        logits = W[x]
+        loss = ref.cross_entropy(logits, y) * (batch_size if total else 1)
+        (step_grad,) = torch.autograd.grad(loss, W)
+        grad = grad + step_grad if not clear else step_grad
+        with torch.no_grad():
+            W -= sign * lr * grad
+    return W.detach()
+
+
+def _train_mistakes(steps: int, batch_size: int, lr: float, seed: int) -> list[Mistake]:
+    def m(message: str, **how: object) -> Mistake:
+        return Mistake(
+            message, lambda ids, V, *_: _sgd_bigram(ids, V, steps, batch_size, lr, seed, **how)
+        )
+
+    return [
+        m(
+            "your targets are the inputs themselves (ids[t]): the target of position t is the "
+            "NEXT id, ids[t + 1]",
+            shift=0,
+        ),
+        m(
+            "you predict the previous token: the logits are the rows W[ids[t]] of the current "
+            "ids and the targets the next ids ids[t + 1], not the other way round",
+            reverse=True,
+        ),
+        m(
+            "your gradients pile up from step to step: backward() ADDS into W.grad, so clear it "
+            "after each update (sgd_step does: p.grad = None)",
+            clear=False,
+        ),
+        m("you moved up the gradient: the update is W -= lr * W.grad (descent)", sign=-1.0),
+        m(
+            "your loss is a sum over the batch, not a mean: use the mean cross-entropy (a sum "
+            "over the batch multiplies the step size by batch_size)",
+            total=True,
+        ),
+    ]
+
+
+def grade_train_bigram(s: Session) -> None:
+    s.inplace_hint = "Read ids only; do not modify it."
+    s.error_hints = [
+        (
+            "out of bounds",
+            "A position t must leave room for its target ids[t + 1]: draw t with "
+            "torch.randint(len(ids) - 1, (batch_size,), generator=generator).",
+        ),
+        (
+            "a leaf Variable that requires grad is being used in an in-place operation",
+            "Update W under `with torch.no_grad():` (or call your sgd_step([W], lr)).",
+        ),
+        (
+            "does not require grad and does not have a grad_fn",
+            "Create W with requires_grad=True (torch.zeros(V, V, requires_grad=True)) so "
+            "loss.backward() fills W.grad.",
+        ),
+    ]
+    r = s.rng
+    n_cases = 1
+    for _ in range(n_cases):
+        V = r.randint(4, 7)
+        ids = _markov_text(s, V, 1500)
+        steps, batch_size, lr, seed = 100, 128, 2.0, r.randrange(2**31)
+        out = s.call(ids, V, steps, batch_size, lr, generator_arg(seed))
+        best, uniform = _counting_nll(ids, V), float(torch.tensor(float(V)).log())
+
+        def finite(W: Tensor) -> str | None:
+            if not W.isfinite().all():
+                return (
+                    "your W has NaN/inf: training diverged. Is the loss the MEAN cross-entropy, "
+                    "and do you clear the gradients after each step?"
+                )
+            return None
+
+        def trained(W: Tensor) -> str | None:
+            if (W == W[:, :1]).all():
+                return (
+                    "every row of your W is constant (a uniform prediction): W never changed. "
+                    "Update W itself in place (with torch.no_grad(): W -= lr * W.grad), and "
+                    "return that W"
+                )
+            return None
+
+        def close_to_counting(
+            W: Tensor, ids: Tensor = ids, best: float = best, uniform: float = uniform
+        ) -> str | None:
+            mine = _bigram_nll(W, ids)
+            if mine > uniform + 1e-6:
+                return (
+                    f"the NLL of your W ({mine:.4f}) is worse than the uniform guess ln V = "
+                    f"{uniform:.4f}: training went the wrong way or blew up. Do you subtract "
+                    "lr * W.grad (descent), with the MEAN cross-entropy of the batch (a sum over "
+                    "the batch multiplies the step size by batch_size)?"
+                )
+            if mine - best > _TRAIN_TOLERANCE:
+                return (
+                    f"the NLL of your trained W on the case's text is {mine:.4f}, {mine - best:.4f} "
+                    f"above the counting model's {best:.4f} (it must be within "
+                    f"{_TRAIN_TOLERANCE}). Check: W starts at zeros, each of the `steps` steps "
+                    "uses the logits W[ids[t]] and the targets ids[t + 1], the mean "
+                    "cross-entropy, one SGD step with learning rate lr, gradients cleared"
+                )
+            return None
+
+        verify(
+            s,
+            out,
+            TensorOut((V, V), "float", rtol=1e-3, atol=1e-3, what="trained W"),
+            None,
+            mistakes=_train_mistakes(steps, batch_size, lr, seed),
+            properties=[finite, trained, close_to_counting],
+        )
