@@ -612,7 +612,8 @@ def test_copy_pasted_cells_and_invented_metadata_are_cleaned(batch):
 @pytest.mark.slow
 def test_a_failed_hidden_case_names_the_exercise_and_nothing_else(batch):
     assert scores(batch, "hiddenbug")[:3] == ("0", "3", "3")
-    assert "check_softmax: failed a hidden case" in batch["first"]["csv"]["hiddenbug"]["reason"]
+    reason = batch["first"]["csv"]["hiddenbug"]["reason"]
+    assert "check_softmax: " in reason and "softmax failed a hidden case" in reason
     (page,) = batch["first"]["rows"]["hiddenbug"].feedback
     text = html_text(page.read_text(encoding="utf-8"))
     assert "HIDDEN-INPUT" not in text  # the learner's output during the hidden check

@@ -43,7 +43,9 @@ SANDBOX_FIX = ("install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`,
                "`dnf install bubblewrap`) and allow unprivileged user namespaces, or pass "
                "--unsafe to grade without isolation (only for submissions you trust)")
 DEFAULT_MEMORY = 8 << 30  # bytes of address space per kernel (torch maps a lot it never uses)
-DEFAULT_PROCESSES = 256  # tasks (processes and threads) per submission, where a cgroup allows
+# Tasks (processes and threads) per submission, where a pids cgroup allows: torch alone starts
+# about two threads per core.
+DEFAULT_PROCESSES = max(256, 4 * (os.cpu_count() or 1) + 64)
 # Environment passed to a grading kernel: nothing else of the grading command's environment.
 _KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
              "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "MPLBACKEND", "TOKENIZERS_PARALLELISM",
@@ -236,14 +238,19 @@ class Jail:
     def kernel_env(self, env: dict[str, str] | None) -> dict[str, str]:
         """The kernel's environment: an allowlist, never the seed, plus the referee's socket."""
         base = env if env is not None else dict(os.environ)
-        from course_lib.pretrained import cache_dir
+        from course_lib.pretrained import cache_dir, smollm2_cache_path
+
+        # The course's model cache is read-only in the sandbox: use it when it is filled (else
+        # a kernel that loads SmolLM2 converts it again, into its own home).
+        cache = cache_dir() if smollm2_cache_path().is_dir() else self.home / ".cache"
 
         out = {k: v for k, v in base.items()
                if k in _KEEP_ENV and SEED_ENV not in k and v.strip() != self.seed}
         out.update(HOME=str(self.home), IPYTHONDIR=str(self.home / ".ipython"),
                    MPLCONFIGDIR=str(self.home / ".matplotlib"), HF_HOME=str(self.home / "hf"),
-                   JUPYTER_RUNTIME_DIR=str(self.ipc), COURSE_CACHE=str(cache_dir()),
-                   HF_HUB_OFFLINE="1", TMPDIR="/tmp" if not self.unsafe else str(self.home),
+                   JUPYTER_RUNTIME_DIR=str(self.ipc), COURSE_CACHE=str(cache),
+                   HF_HUB_OFFLINE="1", MALLOC_ARENA_MAX="4",  # address space stays small
+                   TMPDIR="/tmp" if not self.unsafe else str(self.home),
                    COURSE_REFEREE_SOCKET=str(self.socket_path))
         out.setdefault("PATH", os.defpath)
         out["PATH"] = str(Path(sys.executable).parent) + os.pathsep + out["PATH"]
