@@ -213,5 +213,6 @@ def test_exchange_commands_name_the_fix(tmp_path, monkeypatch, capsys):
 
     assert "run `course release` first" in fails("release", ASSIGNMENT)  # no notebooks/ here
     assert "not an assignment" in fails("release", "99-nope")
+    assert f"course exchange release {ASSIGNMENT}` first" in fails("collect", ASSIGNMENT)
     assert f"course exchange collect {ASSIGNMENT}" in fails("grade", ASSIGNMENT)
     assert f"course exchange grade {ASSIGNMENT}" in fails("release-feedback", ASSIGNMENT)

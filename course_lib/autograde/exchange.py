@@ -52,7 +52,6 @@ __all__ = [
     "SUBMISSION_FILES",
     "Collected",
     "collect",
-    "exchange_root",
     "grade_collected",
     "register",
     "release_assignment",
@@ -124,6 +123,18 @@ def _exchange_dir(api: Any) -> Path:
     return Path(ex.root)
 
 
+def _released(api: Any, assignment: str) -> None:
+    """Fail with the fix when the exchange has no folder for this course (nbgrader's own
+    message, "Unwritable directory, please contact your instructor", misleads instructors)."""
+    course = _exchange_dir(api) / api.coursedir.course_id
+    if not course.is_dir():
+        raise ValueError(
+            f"{course} does not exist: nothing was released to this exchange yet. Run "
+            f"`course exchange release {assignment}` first, or point --exchange (or "
+            "$COURSE_EXCHANGE) at the exchange your learners use"
+        )
+
+
 def _known(root: Path, assignment: str) -> None:
     known = list_assignments(root)
     if assignment not in known:
@@ -131,16 +142,6 @@ def _known(root: Path, assignment: str) -> None:
             f"{assignment!r} is not an assignment of this course "
             f"({', '.join(known) or 'solutions/ is empty'})"
         )
-
-
-def exchange_root(
-    root: str | os.PathLike | None = None, exchange: str | os.PathLike | None = None
-) -> Path:
-    """The exchange folder in use: ``exchange`` if given, else the config's ``Exchange.root``
-    (``$COURSE_EXCHANGE``, or ``<root>/exchange``)."""
-    if exchange is not None:
-        return Path(exchange).resolve()
-    return _exchange_dir(_api(course_root(root)))
 
 
 def release_assignment(
@@ -215,6 +216,7 @@ def collect(
     root = course_root(root)
     _known(root, assignment)
     api = _api(root, exchange=exchange, course_id=course_id)
+    _released(api, assignment)
     with _grading_env(None):
         log = _check(api.collect(assignment, update=True), f"collect {assignment}")
     if "No submissions" in log:
@@ -338,6 +340,7 @@ def release_feedback(
             course_id=course_id,
             **{"CourseDirectory.root": str(view), "CourseDirectory.feedback_directory": "feedback"},
         )
+        _released(api, assignment)
         from nbgrader.utils import capture_log, temp_attrs
 
         # (NbGraderAPI.release_feedback misspells ``authenticator``, which traitlets warns of.)
