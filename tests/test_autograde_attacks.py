@@ -251,3 +251,25 @@ def test_grade_refuses_without_a_sandbox_unless_unsafe(tmp_path, monkeypatch, ca
     err = capsys.readouterr().err
     assert "REFUSING TO GRADE: bwrap is not installed" in err and "--unsafe" in err
     assert _sandbox.SANDBOX_FIX in err
+
+
+@pytest.mark.slow
+def test_a_kernel_hits_its_memory_and_process_limits(tmp_path):
+    from course_lib.autograde import _sandbox
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("try:\n    b = bytearray(32 << 30)\nexcept MemoryError:\n"
+                                  "    print('memory refused')"),
+        nbformat.v4.new_code_cell(
+            "import threading, time\nn = 0\ntry:\n    for _ in range(5000):\n"
+            "        threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+            "        n += 1\nexcept RuntimeError:\n    print('tasks refused after', n)"),
+    ]
+    with _sandbox.Jail(tmp_path, "5", unsafe=bool(sandbox_problem())) as jail:
+        executor = _sandbox.JailedExecute(timeout=120)
+        out, _ = executor.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
+        limited = jail.cgroup is not None
+    assert out.cells[0].outputs[0].text == "memory refused\n"
+    if limited:  # a pids cgroup was writable (as on the test machine)
+        assert out.cells[1].outputs[0].text.startswith("tasks refused after")

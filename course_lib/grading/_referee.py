@@ -130,7 +130,7 @@ def main() -> None:
 # ------------------------------------------------------------------------------------------------
 
 HIDDEN_WITHHELD = (
-    "{name} failed a hidden case (the hidden cases and their expected values are not shown: "
+    "{name} failed a hidden case (the hidden cases and their answers are not shown: "
     "test your function on other shapes and values than the visible checks use)"
 )
 

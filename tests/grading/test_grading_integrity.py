@@ -397,3 +397,35 @@ def test_a_helper_that_is_still_a_stub_is_named():
 
     with pytest.raises(AssertionError, match="calls split_heads, which is not implemented yet"):
         check_multi_head_self_attention(multi_head_self_attention)
+
+
+# ------------------------------------------------------------------------------------------------
+# Grading mode: the referee of `course grade` (started by the grading command, not the kernel)
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # starts a grading referee (it imports torch)
+def test_the_grading_referee_uses_its_own_seed_and_records_every_verdict(tmp_path, monkeypatch):
+    from course_lib.autograde._sandbox import Jail
+
+    local = _recorded_cases(check_softmax, softmax, monkeypatch, "77")  # a kernel's own referee
+    monkeypatch.setenv("COURSE_GRADING_SEED", "1")  # what the kernel would send: ignored
+    with Jail(tmp_path, "77", unsafe=True) as jail:
+        monkeypatch.setenv(_client.GRADING_SOCKET_ENV, str(jail.socket_path))
+        _client.stop_referee()
+        try:
+            graded = _recorded_cases(check_softmax, softmax, monkeypatch, "1")
+            assert _client.referee().pid is None  # not a process of this kernel
+            with pytest.raises(AssertionError) as info:
+                check_softmax(softmax_unnormalised.fn, hidden=True)
+            check_softmax(softmax)
+        finally:
+            _client.stop_referee()
+        jail.close()
+        verdicts = jail.verdicts()
+    assert _same_cases(graded, local)  # the referee's seed (77), not the kernel's (1)
+    message = str(info.value)
+    assert "softmax failed a hidden case" in message and "expected" not in message
+    assert [(v["name"], v["hidden"], v["passed"]) for v in verdicts] == [
+        ("softmax", True, True), ("softmax", True, False), ("softmax", False, True)]
+    assert "normalis" in verdicts[1]["message"]  # the full diagnosis stays with the staff
