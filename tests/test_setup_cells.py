@@ -60,6 +60,7 @@ sys.meta_path.insert(0, _NoCourseLib())
 from IPython.core.interactiveshell import InteractiveShell
 
 shell = InteractiveShell.instance()
+shell.enable_gui = lambda gui=None: None  # as a kernel does, so `%matplotlib inline` works
 for source, folder in json.load(sys.stdin):
     os.chdir(folder)
     result = shell.run_cell(source, silent=True)
