@@ -706,7 +706,19 @@ def _unchanged(before: Any, after: Any) -> bool:
             and tensors_same(after, before, 0.0, 0.0, exact=True)
             and after.dtype == before.dtype
         )
-    return before == after
+    if isinstance(before, dict):  # e.g. a params dict of tensors
+        return (
+            isinstance(after, dict)
+            and before.keys() == after.keys()
+            and all(_unchanged(v, after[k]) for k, v in before.items())
+        )
+    if isinstance(before, (list, tuple)):
+        return (
+            isinstance(after, (list, tuple))
+            and len(before) == len(after)
+            and all(_unchanged(b, a) for b, a in zip(before, after))
+        )
+    return bool(before == after)
 
 
 def check_signature(s: Session, params: list[dict] | None) -> None:
