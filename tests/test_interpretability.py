@@ -141,3 +141,18 @@ def test_attention_maps_of_smollm2_are_causal_and_restore_the_kernel(smollm2):
     assert model.config._attn_implementation == before
     h = attention_entropy(attn)
     assert not h.isnan().any() and (h <= math.log(T) + 1e-4).all()
+
+
+@pytest.mark.slow
+def test_smollm2_has_induction_heads_and_copies_a_repeated_random_sequence(smollm2):
+    model, _ = smollm2
+    n = 24
+    block = torch.randint(1000, 10_000, (1, n), generator=torch.Generator().manual_seed(0))
+    ids = torch.cat([torch.tensor([[model.config.bos_token_id]]), block, block], dim=1)
+    attn = attention_maps(model, ids)[:, 0, :, 1:, 1:]  # (L, H, 2n, 2n) without the first token
+    assert induction_scores(attn, n).max() > 0.5  # some head attends to the token after the copy
+    assert previous_token_scores(attn).max() > 0.5
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0, :-1].float()
+    loss = -torch.log_softmax(logits, -1).gather(-1, ids[0, 1:, None])[:, 0]
+    assert loss[n:].mean() < loss[:n].mean() / 2  # the repeat is far easier than the first copy
