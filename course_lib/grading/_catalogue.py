@@ -1,4 +1,4 @@
-"""The graded exercises of notebooks 01-09: name, notebook, grader module and signature.
+"""The graded exercises of notebooks 01-09 (and 00's ungraded toy): name, notebook, module, signature.
 
 Imported by both sides: the learner's kernel builds ``check_NAME`` from it, and the referee
 finds each grader (``course_lib.grading.<module>.grade_<name>``) and the signature it checks.
