@@ -401,3 +401,30 @@ def test_smollm2_generate_equals_hf():
     ours = Llama.from_hf(model).eval()
     assert torch.equal(generate(ours, prompt, 20, eos_token_id=eos), greedy)
     assert torch.equal(generate(ours, prompt, 12, num_beams=3, eos_token_id=eos), beams)
+
+
+# --- generate_cached: the KV-cache loop of notebook 07, written out ---------------------------
+
+
+@pytest.mark.parametrize("which", ["hf", "ours", "llama_ours"])
+def test_generate_cached_equals_greedy(which, tiny_hf, tiny_ours, tiny_llama_ours):
+    from course_lib.generation import generate_cached
+
+    model = {"hf": tiny_hf, "ours": tiny_ours, "llama_ours": tiny_llama_ours}[which]
+    assert torch.equal(generate_cached(model, PROMPTS, 15), generate(model, PROMPTS, 15))
+    assert torch.equal(generate_cached(model, PROMPTS, 0), PROMPTS)
+
+
+def test_generate_cached_feeds_the_prompt_once_then_one_token_per_forward():
+    from course_lib.generation import generate_cached
+    from course_lib.grading._models import build_model
+
+    config = dict(vocab_size=40, n_positions=64, n_embd=32, n_layer=2, n_head=4,
+                  tie_word_embeddings=False)
+    model = build_model({"config": config, "seed": 0, "scale": 20.0})
+    out = generate_cached(model, PROMPTS, 5)
+    assert [(c["length"], c["past"]) for c in model.calls] == [(4, 0), (1, 4), (1, 5), (1, 6),
+                                                               (1, 7)]
+    model.calls.clear()
+    assert torch.equal(generate(model, PROMPTS, 5, use_cache=False), out)
+    assert [c["length"] for c in model.calls] == [4, 5, 6, 7, 8]  # no cache: the whole sequence
