@@ -968,7 +968,8 @@ def evaluate_submission(payload: dict) -> dict:
             "that you pass the model you trained.",
             result,
         )
-    return _verdict(True, f"your model reaches {summary} <= {TARGET_NATS_PER_CHAR}", result)
+    verdict = _verdict(True, f"your model reaches {summary} <= {TARGET_NATS_PER_CHAR}", result)
+    return dict(verdict, checks=5)  # config, weights, finite, trained here, target
 
 
 def _verdict(passed: bool, message: str, result: dict | None = None) -> dict:
@@ -1095,4 +1096,6 @@ def check_trained_model(model: Any, *, hidden: bool = False) -> None:
         raise RuntimeError(verdict.get("message", "the evaluation failed"))
     if not verdict.get("passed"):
         raise AssertionError(verdict.get("message", "your model misses the target"))
-    print(f"✓ trained_model: {verdict.get('message')}")
+    print(
+        f"✓ trained_model: all {verdict.get('checks', 1)} checks passed; {verdict.get('message')}"
+    )
