@@ -616,7 +616,7 @@ def test_a_failed_hidden_case_names_the_exercise_and_nothing_else(batch):
     assert "check_softmax: " in reason and "softmax failed a hidden case" in reason
     (page,) = batch["first"]["rows"]["hiddenbug"].feedback
     text = html_text(page.read_text(encoding="utf-8"))
-    assert "HIDDEN-INPUT" not in text  # the learner's output during the hidden check
+    assert "HIDDEN-INPUT torch.Size" not in text  # what the learner printed in the hidden check
     assert "a hidden check of this cell failed" in text
     assert "✓ softmax: all" in text  # the visible check's line stays
     graded = nbformat.read(batch["root"] / "autograded" / "hiddenbug" / A / f"{A}.ipynb", 4)
