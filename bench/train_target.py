@@ -5,7 +5,7 @@ Two runs on the course corpus and split, both evaluated the way ``check_trained_
 character):
 
 - ``course BPE``: notebook 06's recipe (the course tokenizer, the course GPT's shape: 2 layers,
-  192 channels, 4 heads, context 128; batch 16, 600 steps, AdamW, warmup 60 + cosine from 3e-3
+  192 channels, 4 heads, context 128; batch 16, 800 steps, AdamW, warmup 80 + cosine from 3e-3
   to 3e-4, clipping at 1.0), trained with ``course_lib.training.train``, the same loop as the
   notebook's solution;
 - ``nanoGPT char``: the nanoGPT CPU recipe for Shakespeare characters (4 layers, 128 channels,
@@ -49,10 +49,10 @@ BPE_RECIPE = dict(
     n_head=4,
     block_size=128,
     batch_size=16,
-    steps=600,
+    steps=800,
     max_lr=3e-3,
     min_lr=3e-4,
-    warmup_steps=60,
+    warmup_steps=80,
     betas=(0.9, 0.95),
     weight_decay=0.1,
     grad_clip=1.0,

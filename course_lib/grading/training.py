@@ -879,7 +879,9 @@ def validation_nats_per_char(model: torch.nn.Module, block_size: int) -> dict:
     }
 
 
-SHIPPED_SIMILARITY = 0.5  # trained from scratch: about 0; the shipped model or a fine-tune: ~1
+# the shipped weights or a light fine-tune of them: ~1; trained here from the same seed as the
+# shipped model (seed 0, same shape), 600 steps: 0.69 measured; from another seed: about 0
+SHIPPED_SIMILARITY = 0.95
 
 
 def shipped_similarity(model: torch.nn.Module) -> float:
