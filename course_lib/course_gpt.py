@@ -16,8 +16,9 @@ Later notebooks load the result with ``course_lib.pretrained.load_course_gpt()``
 depend on a learner having finished training.
 
 The default recipe trains 1.3 M parameters on 4.1 M tokens: about 4 minutes on 2 idle CPU
-cores (2000 steps at about 115 ms, see BENCHMARKS.md), longer on a busy machine. On the same
-torch version and thread count it reproduces the shipped weights bit for bit.
+cores (2000 steps at about 115 ms, see BENCHMARKS.md), longer on a busy machine. The shipped
+weights were trained when ``lr_at`` still gave step 0 the rate ``max_lr / warmup_steps``; it now
+starts the warmup at 0 (as transformers does), so a re-run reaches the same quality with other bits.
 """
 
 from __future__ import annotations

@@ -149,7 +149,8 @@ class _Course:
             sources = frozenset(c.source.strip() for c in nb.cells)
             from course_lib.grading._catalogue import EXERCISES
 
-            checks = {c.metadata.nbgrader["grade_id"]: check_calls(c.source, EXERCISES)
+            graded = set(EXERCISES) | {"trained_model"}  # + 06's capstone, recorded as such
+            checks = {c.metadata.nbgrader["grade_id"]: check_calls(c.source, graded)
                       for c in src.cells if c.metadata.get("nbgrader", {}).get("grade")
                       and "grade_id" in c.metadata.nbgrader}
             notebooks.append(_NotebookInfo(path.stem, grade_cells, released, hidden, sources,
