@@ -35,6 +35,8 @@ CELL_TIMEOUT_S = 300
 # A notebook must run in at most 3 minutes on 2 CPU cores (the course's promise to workshops);
 # raise it on a slow machine.
 NOTEBOOK_LIMIT_S = float(os.environ.get("COURSE_NOTEBOOK_LIMIT_S", "180"))
+# 06 trains a GPT to a stated loss target inside the notebook: it is allowed 4 minutes.
+NOTEBOOK_LIMITS_S = {"06-training": max(NOTEBOOK_LIMIT_S, 240.0)}
 KERNEL_ENV = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1",
               "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -281,8 +283,9 @@ def test_solutions_notebook_runs_and_passes_every_check(path, executed):
             passed = re.findall(rf"✓ {re.escape(fn)}: all \d+ checks passed", stdout_of(cell))
             assert len(passed) == calls, (
                 f"check_{fn}: expected {calls} success lines, got:\n{stdout_of(cell)}")
-    assert run.seconds < NOTEBOOK_LIMIT_S, (
-        f"{path.name} took {run.seconds:.0f} s; the limit is {NOTEBOOK_LIMIT_S:.0f} s on 2 cores")
+    limit = NOTEBOOK_LIMITS_S.get(path.parent.name, NOTEBOOK_LIMIT_S)
+    assert run.seconds < limit, (
+        f"{path.name} took {run.seconds:.0f} s; the limit is {limit:.0f} s on 2 cores")
 
 
 # --------------------------------------------------------------------------------------------
