@@ -133,7 +133,6 @@ def test_snippet_pins_the_makefiles_data_packages():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="added by the lead after the notebooks land")
 def test_every_setup_cell_says_how_to_install_course_lib(tmp_path):
     assert NOTEBOOKS, "no notebook found"
     jobs = []
