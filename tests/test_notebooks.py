@@ -346,3 +346,11 @@ def test_learner_notebook_fails_only_in_check_cells(assignment, stale_release, e
             messages = [e for j, _, e in run.errors() if j == i]
             assert any(m.startswith("AssertionError") and "not implemented yet" in m
                        for m in messages), f"{nbgrader(cell)['grade_id']}: {messages}"
+
+
+@pytest.mark.parametrize("path", SOLUTIONS, ids=ASSIGNMENTS)
+def test_opening_cell_links_the_glossary(path):
+    opening = next(c for c in read(path).cells if c.cell_type == "markdown")
+    link = "](../../docs/glossary.md)"
+    assert link in opening.source, f"{path.name}: link docs/glossary.md from the opening cell"
+    assert (ROOT / "docs" / "glossary.md").is_file()
