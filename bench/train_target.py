@@ -139,6 +139,7 @@ def bpe_run() -> dict:
     return {
         "run": "course BPE (notebook 06)",
         "seconds": seconds,
+        "cpu_seconds": history["cpu_seconds"],
         **result,
         "params": model.num_parameters(),
         "steps": r["steps"],
@@ -186,6 +187,7 @@ def char_run() -> dict:
     return {
         "run": "nanoGPT char recipe",
         "seconds": seconds,
+        "cpu_seconds": history["cpu_seconds"],
         "nats_per_char": nats,
         "nats_per_token": nats,
         "chars_per_token": 1.0,
