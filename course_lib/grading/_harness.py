@@ -113,7 +113,9 @@ def short(value: Any, limit: int = 60) -> str:
             return f"torch.Generator().manual_seed({value['seed']})"
         if value[SPECIAL] == "model":
             c = value["config"]
-            return f"<a small GPT: V={c['vocab_size']}, {c['n_layer']} layers, seed {value['seed']}>"
+            return (
+                f"<a small GPT: V={c['vocab_size']}, {c['n_layer']} layers, seed {value['seed']}>"
+            )
         shapes = ", ".join(str(tuple(d.shape)) for d in value["data"])
         return f"[{len(value['data'])} tensors of shapes {shapes}, each with .grad]"
     if isinstance(value, str):
@@ -793,6 +795,26 @@ def diagnose(
 
 
 Property = Callable[[Any], "str | None"]
+
+
+def earlier_positions_unchanged(later: Outcome, message: str) -> Property:
+    """A causality property: the outputs at every position but the last (dim 1) equal ``later``'s.
+
+    ``later`` is the learner's output on the same inputs with the last position changed; a
+    causal model's earlier outputs cannot depend on it. ``message`` names the likely fix.
+    """
+
+    def causal(y: Tensor) -> str | None:
+        y2 = later.value
+        if (
+            isinstance(y2, Tensor)
+            and y2.shape == y.shape
+            and not torch.allclose(y[:, :-1].double(), y2[:, :-1].double(), atol=1e-5, rtol=1e-5)
+        ):
+            return message
+        return None
+
+    return causal
 
 
 def verify(

@@ -20,6 +20,7 @@ from course_lib.grading._harness import (
     PairOut,
     Session,
     TensorOut,
+    earlier_positions_unchanged,
     reference_answer,
     verify,
 )
@@ -590,20 +591,11 @@ def grade_multi_head_self_attention(s: Session) -> None:
         x2[:, -1] = s.randn(B, C)
         later = s.call(x2, w_qkv, b_qkv, w_out, b_out, H)
 
-        def causal(y: Tensor, later: Outcome = later) -> str | None:
-            y2 = later.value
-            if (
-                isinstance(y2, Tensor)
-                and y2.shape == y.shape
-                and not torch.allclose(
-                    y[:, :-1].double(), y2[:, :-1].double(), atol=1e-5, rtol=1e-5
-                )
-            ):
-                return (
-                    "changing the last token changed the outputs at earlier positions: apply the "
-                    "causal mask (causal_mask(T), True = may attend) to the scores of every head"
-                )
-            return None
+        causal = earlier_positions_unchanged(
+            later,
+            "changing the last token changed the outputs at earlier positions: apply the causal "
+            "mask (causal_mask(T), True = may attend) to the scores of every head",
+        )
 
         kind, expected = reference_answer(
             TensorOut((B, T, C), "float", rtol=1e-4, atol=1e-5),

@@ -28,10 +28,10 @@ from course_lib import functional as ref_functional
 from course_lib import llama as ref_llama
 from course_lib.grading._harness import (
     Mistake,
-    Outcome,
     PairOut,
     Session,
     TensorOut,
+    earlier_positions_unchanged,
     reference_answer,
     tensors_same,
     verify,
@@ -920,20 +920,11 @@ def grade_llama_forward(s: Session) -> None:
         changed[:, -1] = (changed[:, -1] + 1) % V
         later = s.call(changed, params, config, mutable=(1,))
 
-        def causal(y: Tensor, later: Outcome = later) -> str | None:
-            y2 = later.value
-            if (
-                isinstance(y2, Tensor)
-                and y2.shape == y.shape
-                and not torch.allclose(
-                    y[:, :-1].double(), y2[:, :-1].double(), atol=1e-5, rtol=1e-5
-                )
-            ):
-                return (
-                    "changing the last token changed the logits at earlier positions: mask the "
-                    "attention scores causally (key j <= query i) in every layer"
-                )
-            return None
+        causal = earlier_positions_unchanged(
+            later,
+            "changing the last token changed the logits at earlier positions: mask the attention "
+            "scores causally (key j <= query i) in every layer",
+        )
 
         kind, expected = reference_answer(
             TensorOut((B, T, V), "float", rtol=1e-5, atol=1e-5, what="logits"),
