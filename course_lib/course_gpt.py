@@ -1,6 +1,6 @@
 """The course GPT: a small GPT-2 trained on the Shakespeare corpus, shipped with the course.
 
-``course train-course-gpt`` re-creates the checkpoint in ``course_lib/assets/course-gpt``:
+``course train-course-gpt`` re-creates the checkpoint in ``course_lib.pretrained.COURSE_GPT_DIR``:
 
 1. train a byte-level BPE vocabulary on the train split (``course_lib.bpe.train_vocab``), with
    one special token, ``<|endoftext|>``, that also separates the plays;
@@ -32,9 +32,10 @@ from pathlib import Path
 
 import torch
 
+from course_lib.data import PLAY_SEPARATOR
+from course_lib.pretrained import COURSE_GPT_DIR
+
 EOT = "<|endoftext|>"
-PLAY_SEPARATOR = "\n\n\n"  # course_lib.data joins the plays with it; inside a play: at most "\n\n"
-DEFAULT_OUT = Path(__file__).parent / "assets" / "course-gpt"
 SAMPLE_PROMPTS = ("ROMEO\n", "HAMLET\nTo be", "First Citizen\n")
 
 
@@ -160,7 +161,7 @@ def bigram_baseline(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_size: 
 # --------------------------------------------------------------------------------------------
 
 
-def train_course_gpt(out: str | Path = DEFAULT_OUT, recipe: Recipe = Recipe(), *,
+def train_course_gpt(out: str | Path = COURSE_GPT_DIR, recipe: Recipe = Recipe(), *,
                      device: torch.device | str | None = None, progress: bool = True,
                      log=print) -> dict:
     """Train the course GPT and save it, in Hugging Face format, into ``out``.
@@ -287,7 +288,7 @@ def register(subparsers) -> None:
         "train-course-gpt", help="re-create the shipped course GPT (tokenizer + model, a few minutes)",
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder to write")
+    p.add_argument("--out", type=Path, default=COURSE_GPT_DIR, help="folder to write")
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: course_lib.device())")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     for name, value in asdict(defaults).items():

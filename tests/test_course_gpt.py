@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2LMHeadModel
 
 from course_lib import course_gpt
 from course_lib.course import main
+from course_lib.data import PLAY_SEPARATOR
 from course_lib.pretrained import COURSE_GPT_DIR, load_course_gpt
 
 QUICK = ["--steps", "4", "--vocab-size", "300", "--corpus-chars", "20000", "--n-layer", "1",
@@ -56,7 +57,7 @@ def test_encode_corpus_separates_plays_with_eot():
 
     vocab, merges = train_vocab("to be or not to be", 260, ["<|endoftext|>"])
     tokenizer = to_hf_tokenizer(vocab, merges, ["<|endoftext|>"])
-    ids = course_gpt.encode_corpus(tokenizer, "to be\n\n\nor not", 256)
+    ids = course_gpt.encode_corpus(tokenizer, "to be" + PLAY_SEPARATOR + "or not", 256)
     assert ids.dtype == torch.long
     assert ids.tolist().count(256) == 1
     assert tokenizer.decode(ids) == "to be<|endoftext|>or not"

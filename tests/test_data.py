@@ -20,6 +20,8 @@ def test_markdown_is_stripped_but_speakers_kept_on_their_own_line():
     assert not re.search(r" +\n", text), "trailing spaces (Markdown line breaks) left"
     assert "\nHAMLET\nTo be, or not to be" in text
     assert "\n\n\n\n" not in text
+    # every play is one piece between separators, and no play holds the separator itself
+    assert len(text.split(data.PLAY_SEPARATOR)) == len(data.play_files())
 
 
 def test_markdown_to_text_hand_example():
