@@ -337,6 +337,65 @@ def test_causal_attention_equals_teaching_version(Tq, Tk):
     torch.testing.assert_close(causal_attention(q, k, v), expected, atol=1e-5, rtol=1e-5)
 
 
+def _dropout_case(Tq: int = 5, Tk: int = 5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return randn(2, 3, Tq, 8), randn(2, 3, Tk, 8, seed=1), randn(2, 3, Tk, 8, seed=2)
+
+
+def test_causal_attention_dropout_zero_ignores_the_random_state():
+    """dropout_p=0 (what a model passes in eval mode) draws nothing: any seed, same answer."""
+    q, k, v = _dropout_case()
+    torch.manual_seed(0)
+    first = causal_attention(q, k, v, dropout_p=0.0)
+    torch.manual_seed(1)
+    assert torch.equal(causal_attention(q, k, v, dropout_p=0.0), first)
+    assert torch.equal(causal_attention(q, k, v), first)
+
+
+def test_causal_attention_dropout_rescales_kept_weights_by_one_over_keep():
+    """Query 0 sees only key 0 (weight 1): with v = 1 its output is 0 (dropped) or 1 / (1 - p)."""
+    p = 0.25
+    q, k, v = randn(8, 4, 5, 8), randn(8, 4, 5, 8, seed=1), torch.ones(8, 4, 5, 8)
+    torch.manual_seed(0)
+    out = causal_attention(q, k, v, dropout_p=p)[:, :, 0]  # (B, H, Dv): one draw per (b, h)
+    scaled = torch.tensor(1.0 / (1 - p)).item()  # in float32, as the kernel computes it
+    values = set(out.flatten().tolist())
+    assert values == {0.0, scaled}, f"expected only 0 and {scaled}, got {values}"
+    assert not torch.equal(causal_attention(q, k, v, dropout_p=p), causal_attention(q, k, v))
+
+
+@pytest.mark.parametrize("Tq, Tk", [(6, 6), (1, 6), (3, 7)])
+def test_causal_attention_dropout_stays_causal(Tq, Tk):
+    """Same seed, a changed last key and value: the outputs before the last position are unchanged."""
+    q, k, v = _dropout_case(Tq, Tk)
+    k2, v2 = k.clone(), v.clone()
+    k2[:, :, -1] += 5.0
+    v2[:, :, -1] -= 3.0
+    torch.manual_seed(0)
+    out = causal_attention(q, k, v, dropout_p=0.5)
+    torch.manual_seed(0)
+    out2 = causal_attention(q, k2, v2, dropout_p=0.5)
+    torch.testing.assert_close(out2[:, :, :-1], out[:, :, :-1], atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(out2[:, :, -1], out[:, :, -1])  # the last query does see the change
+
+
+def test_causal_attention_dropout_is_unbiased():
+    """The mean over many seeds tends to the p=0 output, within 5 standard errors per entry.
+
+    Each output entry is ``sum_j m_j w_j v_j / (1 - p)`` with independent keep masks ``m_j``, so
+    its variance is ``p / (1 - p) * sum_j (w_j v_j)^2``; the bound below is computed from it.
+    """
+    p, n = 0.3, 400
+    q, k, v = _dropout_case()
+    exact = causal_attention(q, k, v)
+    _, w = scaled_dot_product_attention(q, k, v, causal_mask(5))  # (B, H, T, T)
+    var = p / (1 - p) * (w.unsqueeze(-1) ** 2 * v.unsqueeze(-3) ** 2).sum(-2)  # (B, H, T, Dv)
+    torch.manual_seed(0)
+    mean = torch.stack([causal_attention(q, k, v, dropout_p=p) for _ in range(n)]).mean(0)
+    assert ((mean - exact).abs() <= 5 * (var / n).sqrt() + 1e-6).all()
+    # a dropout without the 1 / (1 - p) rescaling would be off by a factor 1 - p
+    assert not ((mean * (1 - p) - exact).abs() <= 5 * (var / n).sqrt() + 1e-6).all()
+
+
 def test_kv_cache_update_and_length():
     cache = KVCache()
     assert len(cache) == 0 and cache.get_seq_length() == 0
