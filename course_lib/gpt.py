@@ -9,11 +9,8 @@ For speed the modules call torch's fused ops (``F.layer_norm``, ``F.gelu(approxi
 ``F.scaled_dot_product_attention``); ``tests/test_gpt.py`` proves them equal to the teaching
 versions in ``course_lib.functional`` and ``course_lib.attention``.
 
-The model behaves like a Hugging Face causal LM::
-
-    out = model(input_ids, labels=input_ids)          # out.logits (B, T, V), out.loss
-    out = model(prompt, use_cache=True)               # out.past_key_values: a KVCache
-    out = model(next_ids, past_key_values=out.past_key_values)  # continues at the cached position
+The model behaves like a Hugging Face causal LM (``course_lib.lm`` holds that shared contract:
+the output, the loss, the cache argument and the input checks).
 """
 
 from __future__ import annotations
@@ -27,12 +24,11 @@ from torch import Tensor, nn
 
 from course_lib import functional
 from course_lib.attention import KVCache, causal_attention, multi_head_self_attention
+from course_lib.lm import CausalLMOutput, causal_lm_loss, check_inputs, copy_weights, resolve_cache
 
 __all__ = [
     "GPT",
-    "CausalLMOutput",
     "GPTConfig",
-    "causal_lm_loss",
     "count_parameters",
     "gpt2_forward",
     "mlp",
@@ -75,114 +71,6 @@ class GPTConfig:
         if self.layer_norm_epsilon <= 0:
             raise ValueError(f"layer_norm_epsilon must be positive, got {self.layer_norm_epsilon}")
 
-    # Hugging Face's generic names, so code written for any causal LM can read either config.
-    @property
-    def hidden_size(self) -> int:
-        return self.n_embd
-
-    @property
-    def num_hidden_layers(self) -> int:
-        return self.n_layer
-
-    @property
-    def num_attention_heads(self) -> int:
-        return self.n_head
-
-    @property
-    def max_position_embeddings(self) -> int:
-        return self.n_positions
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-
-@dataclass
-class CausalLMOutput:
-    """What a forward pass returns (the fields of HF's ``CausalLMOutputWithPast`` we use).
-
-    Attributes:
-        logits: (B, T, V) next-token scores at every position.
-        loss: mean cross-entropy over the predicted positions (0-dim), when labels were given.
-        past_key_values: the KV cache, when one was used.
-    """
-
-    logits: Tensor
-    loss: Tensor | None = None
-    past_key_values: KVCache | None = None
-
-    @property
-    def cache(self) -> KVCache | None:
-        """The same cache under the name transformers 5 prefers for its own outputs."""
-        return self.past_key_values
-
-
-def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Next-token cross-entropy as HF computes it: position t predicts ``labels[:, t + 1]``.
-
-    Args:
-        logits: (B, T, V).
-        labels: (B, T) token ids; -100 marks positions to ignore.
-
-    Returns:
-        0-dim mean over the non-ignored predicted positions (computed in float32).
-    """
-    V = logits.shape[-1]
-    return F.cross_entropy(
-        logits[:, :-1].reshape(-1, V).float(), labels[:, 1:].reshape(-1), ignore_index=-100
-    )
-
-
-def resolve_cache(
-    past_key_values: KVCache | None, cache: KVCache | None, use_cache: bool
-) -> KVCache | None:
-    """The cache a forward pass should use: the one given (under either name), a fresh one when
-    ``use_cache`` asks for it, or None."""
-    if past_key_values is not None and cache is not None and past_key_values is not cache:
-        raise ValueError("pass the KV cache once, as past_key_values= or as cache=, not both")
-    cache = past_key_values if past_key_values is not None else cache
-    if cache is None:
-        return KVCache() if use_cache else None
-    if not isinstance(cache, KVCache):
-        raise TypeError(
-            f"past_key_values must be a course_lib.attention.KVCache, got {type(cache).__name__}: "
-            "a Hugging Face cache only works with Hugging Face models"
-        )
-    return cache
-
-
-def check_inputs(
-    input_ids: Tensor, labels: Tensor | None, vocab_size: int, past: int, max_positions: int
-) -> None:
-    """Validate a causal LM's forward arguments (shared by ``GPT`` and ``course_lib.llama.Llama``)."""
-    if not isinstance(input_ids, Tensor):
-        raise TypeError(f"input_ids must be a LongTensor (B, T), got {type(input_ids).__name__}")
-    if input_ids.dim() != 2:
-        raise ValueError(
-            f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}: add a batch dim with input_ids[None]"
-        )
-    if input_ids.dtype not in (torch.int64, torch.int32):
-        raise TypeError(
-            f"input_ids must hold integer token ids, got {input_ids.dtype}: use input_ids.long()"
-        )
-    if input_ids.shape[1] == 0:
-        raise ValueError("input_ids is empty: give at least one token per row")
-    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab_size):
-        raise ValueError(
-            f"token ids must lie in [0, {vocab_size}), got min {input_ids.min().item()} and max "
-            f"{input_ids.max().item()}: was the text encoded with this model's tokenizer?"
-        )
-    if past + input_ids.shape[1] > max_positions:
-        raise ValueError(
-            f"{past} cached + {input_ids.shape[1]} new tokens exceed the model's {max_positions} "
-            f"positions: keep only the last {max_positions} tokens (input_ids[:, -{max_positions}:])"
-        )
-    if labels is not None and (not isinstance(labels, Tensor) or labels.shape != input_ids.shape):
-        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(
-            f"labels must have input_ids' shape {tuple(input_ids.shape)}, got {shape}: pass labels=input_ids "
-            "(the model shifts them by one itself)"
-        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -539,16 +427,7 @@ class GPT(nn.Module):
         )
         ref = next(hf_model.parameters())
         model = cls(config).to(device=ref.device, dtype=ref.dtype)
-        source = hf_model.state_dict()
-        target = model.state_dict()
-        with torch.no_grad():
-            for key, transposed in _hf_key_map(config):
-                src = source[key].t() if transposed else source[key]
-                if src.shape != target[key].shape:
-                    raise ValueError(
-                        f"{key}: HF tensor {tuple(src.shape)} != ours {tuple(target[key].shape)}"
-                    )
-                target[key].copy_(src)
+        copy_weights(hf_model, model, _hf_key_map(config), names=("HF", "ours"))
         return model.train(hf_model.training)
 
     def to_hf(self) -> nn.Module:
@@ -577,14 +456,5 @@ class GPT(nn.Module):
         )
         ref = self.transformer.wte.weight
         hf_model = GPT2LMHeadModel(hf_config).to(device=ref.device, dtype=ref.dtype)
-        source = self.state_dict()
-        target = hf_model.state_dict()
-        with torch.no_grad():
-            for key, transposed in _hf_key_map(c):
-                src = source[key].t() if transposed else source[key]
-                if src.shape != target[key].shape:
-                    raise ValueError(
-                        f"{key}: our tensor {tuple(src.shape)} != HF {tuple(target[key].shape)}"
-                    )
-                target[key].copy_(src)
+        copy_weights(self, hf_model, _hf_key_map(c), names=("our", "HF"))
         return hf_model.train(self.training)

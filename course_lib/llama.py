@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from course_lib.attention import KVCache, apply_rope, causal_attention, repeat_kv, rope_cos_sin
 from course_lib.functional import rms_norm, silu
-from course_lib.gpt import CausalLMOutput, causal_lm_loss, check_inputs, resolve_cache
+from course_lib.lm import CausalLMOutput, causal_lm_loss, check_inputs, copy_weights, resolve_cache
 
 __all__ = [
     "Llama",
@@ -96,21 +96,9 @@ class LlamaConfig:
                 f"rms_norm_eps and rope_theta must be positive, got {self.rms_norm_eps}, {self.rope_theta}"
             )
 
-    # GPT-2's names, so code written for course_lib.gpt.GPTConfig can read either config.
-    @property
-    def n_embd(self) -> int:
-        return self.hidden_size
-
-    @property
-    def n_layer(self) -> int:
-        return self.num_hidden_layers
-
-    @property
-    def n_head(self) -> int:
-        return self.num_attention_heads
-
     @property
     def n_positions(self) -> int:
+        """GPT-2's name for the longest input; ``course_lib.generation.generate`` checks it."""
         return self.max_position_embeddings
 
 
@@ -509,12 +497,5 @@ class Llama(nn.Module):
         )
         ref = hf_model.model.embed_tokens.weight
         model = cls(config).to(device=ref.device, dtype=ref.dtype)
-        source, target = hf_model.state_dict(), model.state_dict()
-        with torch.no_grad():
-            for key in _hf_keys(config):
-                if source[key].shape != target[key].shape:
-                    raise ValueError(
-                        f"{key}: HF tensor {tuple(source[key].shape)} != ours {tuple(target[key].shape)}"
-                    )
-                target[key].copy_(source[key])
+        copy_weights(hf_model, model, ((key, False) for key in _hf_keys(config)))
         return model.train(hf_model.training)

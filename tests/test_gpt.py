@@ -10,7 +10,8 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from course_lib import functional
 from course_lib.attention import KVCache, multi_head_self_attention
-from course_lib.gpt import GPT, CausalLMOutput, GPTConfig
+from course_lib.gpt import GPT, GPTConfig
+from course_lib.lm import CausalLMOutput
 
 # (vocab_size, n_positions, n_embd, n_layer, n_head, tie_word_embeddings)
 CONFIGS = [
@@ -286,30 +287,6 @@ def test_from_hf_rejects_what_it_cannot_copy():
         GPT.from_hf(hf)
     with pytest.raises(TypeError, match="GPT2LMHeadModel"):
         GPT.from_hf(hf.transformer)
-
-
-def test_hf_alias_properties():
-    c = GPTConfig(vocab_size=10, n_positions=7, n_embd=12, n_layer=2, n_head=3)
-    assert (
-        c.hidden_size,
-        c.num_hidden_layers,
-        c.num_attention_heads,
-        c.max_position_embeddings,
-        c.head_dim,
-    ) == (
-        12,
-        2,
-        3,
-        7,
-        4,
-    )
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        c.n_layer = 3
-
-
-# ------------------------------------------------------------------------------------------------
-# The functional forms of notebook 05: gpt2_forward(input_ids, params, n_heads) and its parts
-# ------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("spec", [CONFIGS[0], CONFIGS[2]])

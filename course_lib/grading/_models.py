@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from course_lib.attention import KVCache
-from course_lib.gpt import GPT, CausalLMOutput, GPTConfig
+from course_lib.gpt import GPT, GPTConfig
+from course_lib.lm import CausalLMOutput
 
 
 class RecordingGPT(GPT):

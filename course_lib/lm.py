@@ -1,0 +1,141 @@
+"""What every causal language model here shares: the output, the loss, the cache argument, the
+input checks, and the copy of weights to and from Hugging Face.
+
+``course_lib.gpt.GPT`` and ``course_lib.llama.Llama`` both behave like a Hugging Face causal LM::
+
+    out = model(input_ids, labels=input_ids)          # out.logits (B, T, V), out.loss
+    out = model(prompt, use_cache=True)               # out.past_key_values: a KVCache
+    out = model(next_ids, past_key_values=out.past_key_values)  # continues at the cached position
+
+This module is that contract, written once; the models' own files hold only their architecture.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from course_lib.attention import KVCache
+
+__all__ = ["CausalLMOutput", "causal_lm_loss", "check_inputs", "copy_weights", "resolve_cache"]
+
+
+@dataclass
+class CausalLMOutput:
+    """What a forward pass returns (the fields of HF's ``CausalLMOutputWithPast`` we use).
+
+    Attributes:
+        logits: (B, T, V) next-token scores at every position.
+        loss: mean cross-entropy over the predicted positions (0-dim), when labels were given.
+        past_key_values: the KV cache, when one was used.
+    """
+
+    logits: Tensor
+    loss: Tensor | None = None
+    past_key_values: KVCache | None = None
+
+    @property
+    def cache(self) -> KVCache | None:
+        """The same cache under the name transformers 5 prefers for its own outputs."""
+        return self.past_key_values
+
+
+def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
+    """Next-token cross-entropy as HF computes it: position t predicts ``labels[:, t + 1]``.
+
+    Args:
+        logits: (B, T, V).
+        labels: (B, T) token ids; -100 marks positions to ignore.
+
+    Returns:
+        0-dim mean over the non-ignored predicted positions (computed in float32).
+    """
+    V = logits.shape[-1]
+    return F.cross_entropy(
+        logits[:, :-1].reshape(-1, V).float(), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+
+
+def resolve_cache(
+    past_key_values: KVCache | None, cache: KVCache | None, use_cache: bool
+) -> KVCache | None:
+    """The cache a forward pass should use: the one given (under either name), a fresh one when
+    ``use_cache`` asks for it, or None."""
+    if past_key_values is not None and cache is not None and past_key_values is not cache:
+        raise ValueError("pass the KV cache once, as past_key_values= or as cache=, not both")
+    cache = past_key_values if past_key_values is not None else cache
+    if cache is None:
+        return KVCache() if use_cache else None
+    if not isinstance(cache, KVCache):
+        raise TypeError(
+            f"past_key_values must be a course_lib.attention.KVCache, got {type(cache).__name__}: "
+            "a Hugging Face cache only works with Hugging Face models"
+        )
+    return cache
+
+
+def check_inputs(
+    input_ids: Tensor, labels: Tensor | None, vocab_size: int, past: int, max_positions: int
+) -> None:
+    """Validate a causal LM's forward arguments (shared by ``GPT`` and ``course_lib.llama.Llama``)."""
+    if not isinstance(input_ids, Tensor):
+        raise TypeError(f"input_ids must be a LongTensor (B, T), got {type(input_ids).__name__}")
+    if input_ids.dim() != 2:
+        raise ValueError(
+            f"input_ids must be (B, T), got shape {tuple(input_ids.shape)}: add a batch dim with input_ids[None]"
+        )
+    if input_ids.dtype not in (torch.int64, torch.int32):
+        raise TypeError(
+            f"input_ids must hold integer token ids, got {input_ids.dtype}: use input_ids.long()"
+        )
+    if input_ids.shape[1] == 0:
+        raise ValueError("input_ids is empty: give at least one token per row")
+    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab_size):
+        raise ValueError(
+            f"token ids must lie in [0, {vocab_size}), got min {input_ids.min().item()} and max "
+            f"{input_ids.max().item()}: was the text encoded with this model's tokenizer?"
+        )
+    if past + input_ids.shape[1] > max_positions:
+        raise ValueError(
+            f"{past} cached + {input_ids.shape[1]} new tokens exceed the model's {max_positions} "
+            f"positions: keep only the last {max_positions} tokens (input_ids[:, -{max_positions}:])"
+        )
+    if labels is not None and (not isinstance(labels, Tensor) or labels.shape != input_ids.shape):
+        shape = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
+        raise ValueError(
+            f"labels must have input_ids' shape {tuple(input_ids.shape)}, got {shape}: pass labels=input_ids "
+            "(the model shifts them by one itself)"
+        )
+
+
+def copy_weights(
+    source: nn.Module,
+    target: nn.Module,
+    keys: Iterable[tuple[str, bool]],
+    names: tuple[str, str] = ("HF", "ours"),
+) -> None:
+    """Copy ``source``'s parameters into ``target``'s, key by key, transposing where asked.
+
+    Args:
+        source, target: two models whose state dicts share the names in ``keys``.
+        keys: (name, transposed) pairs; ``transposed`` for a weight that one side stores as
+            (d_in, d_out) and the other as (d_out, d_in) (GPT-2's ``Conv1D`` vs ``nn.Linear``).
+        names: what to call the source and the target in an error message.
+
+    Raises:
+        ValueError: a tensor's shape differs, naming the key (the configs disagree).
+    """
+    src_state, dst_state = source.state_dict(), target.state_dict()
+    with torch.no_grad():
+        for key, transposed in keys:
+            src = src_state[key].t() if transposed else src_state[key]
+            if src.shape != dst_state[key].shape:
+                raise ValueError(
+                    f"{key}: {names[0]} tensor {tuple(src.shape)} != "
+                    f"{names[1]} {tuple(dst_state[key].shape)}"
+                )
+            dst_state[key].copy_(src)
