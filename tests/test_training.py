@@ -237,6 +237,50 @@ def test_adamw_update_equals_one_torch_step_each_time(kwargs):
         torch.testing.assert_close(v, state["exp_avg_sq"], rtol=1e-12, atol=1e-14)
 
 
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def test_fast_optimizer_equals_the_lesson_adamw():
+    """``configure_optimizer(fast=True)`` (torch's fused AdamW, what ``train`` uses) makes the
+    same updates as the lesson's per-tensor ``AdamW``, step after step.
+
+    Both get the same gradients every step. Each step changes a weight by at most about lr
+    (|m_hat / sqrt(v_hat)| <= 1 for these betas) plus the decay, each computed with a few float32
+    roundings, so after k steps the two may differ by k * 8 * eps32 * (lr + |w|).
+    """
+    from course_lib.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    lesson = GPT(GPTConfig(vocab_size=50, n_positions=16, n_embd=32, n_layer=2, n_head=4))
+    fast = GPT(lesson.config)
+    fast.load_state_dict(lesson.state_dict())
+    start = [p.detach().clone() for p in lesson.parameters()]
+    lr, steps = 3e-3, 6
+    opt_lesson = configure_optimizer(lesson, lr=lr, weight_decay=0.1)
+    opt_fast = configure_optimizer(fast, lr=lr, weight_decay=0.1, fast=True)
+    assert type(opt_lesson) is AdamW and type(opt_fast) is torch.optim.AdamW
+    assert opt_fast.defaults["fused"]  # the CPU has the fused kernel
+    assert [g["weight_decay"] for g in opt_fast.param_groups] == [0.1, 0.0]
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        for a, b in zip(lesson.parameters(), fast.parameters()):
+            scale = 10.0 ** torch.randint(-3, 1, (), generator=g)  # gradients of every size
+            a.grad = torch.randn(a.shape, generator=g) * scale
+            b.grad = a.grad.clone()
+        opt_lesson.step()
+        opt_fast.step()
+    for (name, a), b, a0 in zip(lesson.named_parameters(), fast.parameters(), start):
+        tol = steps * 8 * EPS32 * (lr + a.detach().abs()) / 20
+        diff = (a - b).detach().abs()
+        assert bool((diff <= tol).all()), f"{name}: {diff.max():.3g} > tolerance"
+        assert (a - a0).abs().max() > 100 * tol.max()  # both really moved, far beyond the tolerance
+
+
+def test_fast_optimizer_falls_back_to_foreach():
+    assert training._fast_adamw_kwargs([torch.zeros(2, device="meta")]) == {"foreach": True}
+    assert training._fast_adamw_kwargs([torch.zeros(2)]) == {"fused": True}
+
+
 def test_adamw_update_is_pure():
     tensors = [torch.randn(5, generator=torch.Generator().manual_seed(i)) for i in range(4)]
     tensors[3] = tensors[3].abs()
@@ -309,6 +353,84 @@ def test_train_decreases_loss_on_a_tiny_model():
     assert model.training  # the eval passes restore train mode
 
 
+def test_train_equals_a_reference_loop_step_by_step():
+    """``train`` against the textbook loop built from torch's own parts: torch.optim.AdamW,
+    torch.nn.utils.clip_grad_norm_ and a LambdaLR schedule, on the same batches.
+
+    Only the optimizer kernels (fused vs per-tensor) and the clipping code differ, each by a few
+    float32 roundings per step: weights agree to steps * 16 * eps32 * (max_lr + |w|), and each
+    batch loss (a mean of log-probabilities of size ~ln V) to a few eps32 of ln V per step.
+    """
+    from course_lib.gpt import GPT, GPTConfig
+
+    V, steps = 40, 8
+    data = toy_tokens(3000, V)
+    kw = dict(steps=steps, batch_size=4, block_size=16, max_lr=1e-2, min_lr=1e-3, warmup_steps=3,
+              weight_decay=0.1, grad_clip=0.5, eval_every=100, eval_iters=1, progress=False)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=V, n_positions=16, n_embd=32, n_layer=2, n_head=4))
+    ref = GPT(model.config)
+    ref.load_state_dict(model.state_dict())
+    history = train(model, data[:2500], data[2500:], generator=torch.Generator().manual_seed(7),
+                    **kw)
+
+    decay = [p for p in ref.parameters() if p.dim() >= 2]
+    no_decay = [p for p in ref.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=kw["max_lr"], betas=(0.9, 0.95), foreach=False)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_at(s, kw["max_lr"], kw["min_lr"], kw["warmup_steps"], steps) / kw["max_lr"])
+    g = torch.Generator().manual_seed(7)
+    losses, norms = [], []
+    for _ in range(steps):
+        x, y = get_batch(data[:2500], kw["batch_size"], kw["block_size"], g)
+        loss = torch.nn.functional.cross_entropy(ref(x).logits.flatten(0, 1), y.flatten())
+        opt.zero_grad()
+        loss.backward()
+        norms.append(torch.nn.utils.clip_grad_norm_(ref.parameters(), kw["grad_clip"]).item())
+        opt.step()
+        schedule.step()
+        losses.append(loss.item())
+
+    assert max(norms) > kw["grad_clip"]  # clipping really acted, so it is compared too
+    assert len(history["batch_loss"]) == steps
+    for step, (ours, theirs) in enumerate(zip(history["batch_loss"], losses)):
+        assert ours == pytest.approx(theirs, rel=(step + 1) * 16 * EPS32), step
+    C = model.config.n_embd
+    for (name, a), b in zip(model.named_parameters(), ref.parameters()):
+        a, b = a.detach(), b.detach()
+        if name.endswith("c_attn.bias"):
+            # Skip the key bias (channels C:2C): adding one vector to every key shifts all scores
+            # of a query equally, so its exact gradient is 0 and what backward returns is rounding
+            # noise, which Adam normalises into steps of size ~lr in arbitrary directions.
+            a, b = torch.cat([a[:C], a[2 * C :]]), torch.cat([b[:C], b[2 * C :]])
+        tol = steps * 16 * EPS32 * (kw["max_lr"] + b.abs()) / 20
+        assert bool(((a - b).abs() <= tol).all()), f"{name}: {(a - b).abs().max():.3g}"
+    assert not all(torch.equal(a, b) for a, b in zip(model.parameters(), GPT(model.config).parameters()))
+
+
+@pytest.mark.parametrize("make", ["gpt", "hf"])
+def test_lm_loss_equals_the_models_own_label_loss(make):
+    """``lm_loss(model, x[:, :-1], x[:, 1:])`` is ``model(x, labels=x).loss``: the model shifts
+    labels by one itself, and causality makes the first T - 1 positions' logits the same."""
+    from course_lib.gpt import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    if make == "gpt":
+        model = GPT(GPTConfig(vocab_size=32, n_positions=32, n_embd=16, n_layer=2, n_head=2))
+    else:
+        model = tiny_gpt2()
+    model = model.double().eval()  # float64 weights: the only rounding is the losses' float32
+    x = torch.randint(0, 32, (3, 12), generator=torch.Generator().manual_seed(1))
+    ours = training.lm_loss(model, x[:, :-1], x[:, 1:])
+    theirs = model(x, labels=x).loss
+    assert ours.dtype == theirs.dtype == torch.float32
+    assert ours.item() == pytest.approx(theirs.item(), rel=8 * EPS32)
+    shuffled = training.lm_loss(model, x[:, :-1], x[:, 1:].flip(1))
+    assert abs(shuffled.item() - theirs.item()) > 1e-3  # the comparison can tell targets apart
+
+
 def test_estimate_loss_is_deterministic_and_restores_mode():
     data, model = toy_tokens(), tiny_gpt2()
     model.eval()
@@ -333,7 +455,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
     # first half, save, then throw everything away
     model_b = tiny_gpt2(seed=5)
     gen_b = torch.Generator().manual_seed(3)
-    opt_b = configure_optimizer(model_b, weight_decay=kw["weight_decay"])
+    opt_b = configure_optimizer(model_b, weight_decay=kw["weight_decay"], fast=True)  # train's
     hist_b1 = train(model_b, data[:1600], data[1600:], generator=gen_b, optimizer=opt_b,
                     end_step=13, **kw)
     save_checkpoint(tmp_path / "ckpt" / "state.pt", model_b, opt_b, 13, generator=gen_b)
@@ -341,7 +463,7 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
     del model_b, opt_b, gen_b
 
     model_c = tiny_gpt2(seed=77)  # different weights: all must come from the checkpoint
-    opt_c = configure_optimizer(model_c, weight_decay=kw["weight_decay"])
+    opt_c = configure_optimizer(model_c, weight_decay=kw["weight_decay"], fast=True)
     gen_c = torch.Generator().manual_seed(0)
     step = load_checkpoint(tmp_path / "ckpt" / "state.pt", model_c, opt_c, generator=gen_c)
     assert step == 13
