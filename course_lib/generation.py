@@ -305,6 +305,59 @@ def greedy_or_sample(
 
 
 @torch.no_grad()
+def beam_search_simple(
+    model: nn.Module,
+    prompt_ids: list[int],
+    num_beams: int,
+    max_new_tokens: int,
+    eos_token_id: int | None = None,
+    length_penalty: float = 1.0,
+) -> list[int]:
+    """Beam search for one prompt, with plain lists: the algorithm of :func:`beam_search`.
+
+    No batch, no KV cache, no processors: each beam is re-run through the model every step.
+    It keeps the same rules as :func:`beam_search` (and Hugging Face), so it returns the same
+    tokens (``tests/test_beam_search_simple.py``):
+
+    - the running beams propose their next tokens; the ``2 * num_beams`` best (beam + token)
+      candidates by summed log-probability are kept, best first;
+    - a candidate ending in EOS (or at the last step) is finished when it ranks among the first
+      ``num_beams``; its score is ``sum_logprob / new_tokens ** length_penalty``;
+    - the best ``num_beams`` unfinished candidates are the next running beams;
+    - stop once ``num_beams`` sequences are finished and the best running beam, scored at its
+      current length, cannot beat the worst of them.
+
+    Returns:
+        The best finished sequence, prompt included.
+    """
+    device = next(model.parameters()).device
+    beams = [(0.0, list(prompt_ids))]  # (sum of log-probs, ids); one beam until there are more
+    finished: list[tuple[float, list[int]]] = []  # (length-normalised score, ids)
+    for step in range(1, max_new_tokens + 1):
+        candidates = []
+        for score, ids in beams:
+            logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1]
+            logprobs = F.log_softmax(logits.float(), dim=-1)
+            top = torch.topk(logprobs, 2 * num_beams)  # no other token can make the top 2K
+            for logprob, token in zip(top.values.tolist(), top.indices.tolist()):
+                candidates.append((score + logprob, ids + [token]))
+        candidates = sorted(candidates, key=lambda c: c[0], reverse=True)[: 2 * num_beams]
+        beams = []
+        for rank, (score, ids) in enumerate(candidates):
+            if ids[-1] == eos_token_id or step == max_new_tokens:
+                if rank < num_beams:
+                    finished.append((score / step**length_penalty, ids))
+            elif len(beams) < num_beams:
+                beams.append((score, ids))
+        finished = sorted(finished, key=lambda f: f[0], reverse=True)[:num_beams]
+        if not beams:  # the last step finishes every candidate
+            break
+        if len(finished) == num_beams and beams[0][0] / step**length_penalty <= finished[-1][0]:
+            break
+    return finished[0][1] if finished else list(prompt_ids)
+
+
+@torch.no_grad()
 def beam_search(
     model: nn.Module,
     input_ids: Tensor,
