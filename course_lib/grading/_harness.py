@@ -558,6 +558,15 @@ def reference_answer(
 # ------------------------------------------------------------------------------------------------
 
 
+def _repeats(a: Any, b: Any) -> bool:
+    """Whether two results of the same seeded call agree; a wrong type is left to verify()."""
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        return a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return True
+    return bool(a == b)
+
+
 @dataclass
 class Session:
     """One run of one grader: the cases' randomness, the calls, and the count of checks."""
@@ -600,6 +609,25 @@ class Session:
     def expect(self, condition: bool, message: str, outcome: Outcome | None = None) -> None:
         if not condition:
             self.fail(message, outcome)
+        self.ok()
+
+    def expect_repeatable(
+        self,
+        out: Outcome,
+        args: Sequence[Any],
+        same: Callable[[Any, Any], bool] | None = None,
+        what: str = "ids",
+        sampler: str = "torch.multinomial",
+    ) -> None:
+        """Call again with the same arguments (a seeded generator is made afresh for each call)
+        and fail when the result differs: the learner drew from the global random state."""
+        again = self.call(*args).value
+        if not (same or _repeats)(again, out.value):
+            self.fail(
+                f"two calls with identically seeded generators gave different {what}: pass "
+                f"generator=generator to {sampler} (do not use the global random state)",
+                out,
+            )
         self.ok()
 
     def describe_call(self, args: Sequence[Any]) -> str:

@@ -553,18 +553,7 @@ def grade_sample_next_token(s: Session) -> None:
         args = (logits, generator_arg(seed))
         out = s.call(*args)
         if i == 0:
-            again = s.call(*args).value
-            if (
-                isinstance(out.value, Tensor)
-                and isinstance(again, Tensor)
-                and (out.value.shape != again.shape or not torch.equal(out.value, again))
-            ):
-                s.fail(
-                    "two calls with identically seeded generators gave different ids: pass "
-                    "generator=generator to torch.multinomial (not the global random state)",
-                    out,
-                )
-        s.ok()
+            s.expect_repeatable(out, args)
 
         def possible(value: Tensor, logits: Tensor = logits) -> str | None:
             if value.shape != (logits.shape[0],):
@@ -832,18 +821,7 @@ def grade_generate(s: Session) -> None:
         spec, ids, n, do_sample, t, k, p, gen = case
         out = s.call(*case)
         if do_sample and i == 1:
-            again = s.call(*case).value
-            if (
-                isinstance(out.value, Tensor)
-                and isinstance(again, Tensor)
-                and (out.value.shape != again.shape or not torch.equal(out.value, again))
-            ):
-                s.fail(
-                    "two calls with identically seeded generators gave different ids: pass "
-                    "generator=generator to torch.multinomial (not the global random state)",
-                    out,
-                )
-            s.ok()
+            s.expect_repeatable(out, case)
         calls = _calls(out)
 
         def feeds_growing(

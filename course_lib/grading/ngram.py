@@ -453,13 +453,8 @@ def grade_sample_bigram(s: Session) -> None:
     for probs, start, n, seed in cases:
         args = (probs, start, n, generator_arg(seed))
         out = s.call(*args)
-        if n >= 10 and s.call(*args).value != out.value:  # nondeterminism needs no diagnosis
-            s.fail(
-                "two calls with identically seeded generators gave different ids: pass "
-                "generator=generator to torch.multinomial (do not use the global random state)",
-                out,
-            )
-        s.ok()
+        if n >= 10:  # with fewer draws two different streams may agree by chance
+            s.expect_repeatable(out, args)
 
         def length(ids: list[int], n: int = n) -> str | None:
             if len(ids) != n:
