@@ -150,6 +150,13 @@ _BLOCK_KEYS = (
 )  # fmt: skip
 
 
+# GPTConfig's fields that GPT2Config spells the same way (dropout is three rates there, one here).
+_SHARED_CONFIG_FIELDS = (
+    "vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "layer_norm_epsilon",
+    "bos_token_id", "eos_token_id",
+)  # fmt: skip
+
+
 def _hf_key_map(config: GPTConfig) -> list[tuple[str, bool]]:
     """Every parameter name (identical in both models) with whether it is transposed in HF."""
     keys = [("transformer.wte.weight", False), ("transformer.wpe.weight", False)]
@@ -414,16 +421,9 @@ class GPT(nn.Module):
                     f"config.{name}={value!r} is not plain GPT-2; this GPT supports {allowed}"
                 )
         config = GPTConfig(
-            vocab_size=hf.vocab_size,
-            n_positions=hf.n_positions,
-            n_embd=hf.n_embd,
-            n_layer=hf.n_layer,
-            n_head=hf.n_head,
-            layer_norm_epsilon=hf.layer_norm_epsilon,
+            **{name: getattr(hf, name) for name in _SHARED_CONFIG_FIELDS},
             tie_word_embeddings=bool(hf.tie_word_embeddings),
             dropout=hf.resid_pdrop,
-            bos_token_id=hf.bos_token_id,
-            eos_token_id=hf.eos_token_id,
         )
         ref = next(hf_model.parameters())
         model = cls(config).to(device=ref.device, dtype=ref.dtype)
@@ -440,19 +440,12 @@ class GPT(nn.Module):
 
         c = self.config
         hf_config = GPT2Config(
-            vocab_size=c.vocab_size,
-            n_positions=c.n_positions,
-            n_embd=c.n_embd,
-            n_layer=c.n_layer,
-            n_head=c.n_head,
-            layer_norm_epsilon=c.layer_norm_epsilon,
+            **{name: getattr(c, name) for name in _SHARED_CONFIG_FIELDS},
+            tie_word_embeddings=c.tie_word_embeddings,
             activation_function="gelu_new",
             resid_pdrop=c.dropout,
             embd_pdrop=c.dropout,
             attn_pdrop=c.dropout,
-            tie_word_embeddings=c.tie_word_embeddings,
-            bos_token_id=c.bos_token_id,
-            eos_token_id=c.eos_token_id,
         )
         ref = self.transformer.wte.weight
         hf_model = GPT2LMHeadModel(hf_config).to(device=ref.device, dtype=ref.dtype)
