@@ -19,6 +19,8 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -39,6 +41,27 @@ def _version(dist: str) -> str | None:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return None
+
+
+@contextmanager
+def _reported(what: str, problems: list[str]) -> Iterator[None]:
+    """Run one of doctor's checks: a failure becomes a line of the report, not a traceback."""
+    try:
+        yield
+    except Exception as exc:
+        problems.append(f"{what}: {exc}")
+        print(f"{what:<12} MISSING")
+
+
+@contextmanager
+def _swapped(module: object, name: str, value: object | None) -> Iterator[None]:
+    """Set ``module.name`` to ``value`` (None: leave it) for the block, then restore it."""
+    old = getattr(module, name)
+    setattr(module, name, old if value is None else value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
 
 
 def doctor(*, load_model: bool = True, corpus_package: str | None = None,
@@ -69,23 +92,15 @@ def doctor(*, load_model: bool = True, corpus_package: str | None = None,
     except Exception as exc:  # a bad COURSE_DEVICE, a broken torch
         problems.append(f"device: {exc}")
 
-    corpus_package = corpus_package or data.CORPUS_PACKAGE
-    old = data.CORPUS_PACKAGE
-    try:
-        data.CORPUS_PACKAGE = corpus_package
-        data.shakespeare_text.cache_clear()
-        text = data.shakespeare_text()
-        print(f"corpus       OK: {len(data.play_files())} plays, {len(text):,} characters")
-    except Exception as exc:
-        problems.append(f"corpus: {exc}")
-        print("corpus       MISSING")
-    finally:
-        data.CORPUS_PACKAGE = old
-        data.shakespeare_text.cache_clear()
+    with _reported("corpus", problems), _swapped(data, "CORPUS_PACKAGE", corpus_package):
+        data.shakespeare_text.cache_clear()  # the text of the package asked for, not a cached one
+        try:
+            text = data.shakespeare_text()
+            print(f"corpus       OK: {len(data.play_files())} plays, {len(text):,} characters")
+        finally:
+            data.shakespeare_text.cache_clear()
 
-    old = pretrained.SMOLLM2_PACKAGE
-    try:
-        pretrained.SMOLLM2_PACKAGE = model_package or old
+    with _reported("SmolLM2", problems), _swapped(pretrained, "SMOLLM2_PACKAGE", model_package):
         gguf = pretrained.smollm2_gguf_path()
         if load_model:
             model, _ = pretrained.load_smollm2()
@@ -93,11 +108,6 @@ def doctor(*, load_model: bool = True, corpus_package: str | None = None,
             print(f"SmolLM2      OK: {n / 1e6:.1f} M parameters, cached in {pretrained.smollm2_cache_path()}")
         else:
             print(f"SmolLM2      found {gguf.name} (not loaded)")
-    except Exception as exc:
-        problems.append(f"SmolLM2: {exc}")
-        print("SmolLM2      MISSING")
-    finally:
-        pretrained.SMOLLM2_PACKAGE = old
 
     if problems:
         print("\nProblems found:", file=sys.stderr)
