@@ -142,7 +142,7 @@ _CONV1D_WEIGHTS = (
     "mlp.c_fc.weight",
     "mlp.c_proj.weight",
 )
-_BLOCK_KEYS = (
+BLOCK_KEYS = (  # a block's parameters, in order, as GPT-2 names them
     "ln_1.weight", "ln_1.bias",
     "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias",
     "ln_2.weight", "ln_2.bias",
@@ -161,7 +161,7 @@ def _hf_key_map(config: GPTConfig) -> list[tuple[str, bool]]:
     """Every parameter name (identical in both models) with whether it is transposed in HF."""
     keys = [("transformer.wte.weight", False), ("transformer.wpe.weight", False)]
     for i in range(config.n_layer):
-        keys += [(f"transformer.h.{i}.{name}", name in _CONV1D_WEIGHTS) for name in _BLOCK_KEYS]
+        keys += [(f"transformer.h.{i}.{name}", name in _CONV1D_WEIGHTS) for name in BLOCK_KEYS]
     keys += [("transformer.ln_f.weight", False), ("transformer.ln_f.bias", False)]
     if not config.tie_word_embeddings:  # tied: lm_head.weight *is* wte.weight
         keys.append(("lm_head.weight", False))
@@ -378,10 +378,10 @@ class GPT(nn.Module):
         past = cache.get_seq_length() if cache is not None else 0
         check_inputs(input_ids, labels, self.config.vocab_size, past, self.config.n_positions)
         T = input_ids.shape[1]
-        pos = torch.arange(past, past + T, device=input_ids.device)  # (T,)
-        x = self.transformer.drop(
-            self.transformer.wte(input_ids) + self.transformer.wpe(pos)
-        )  # (B, T, C)
+        # The positions past .. past + T - 1 are consecutive rows of the position table: a slice
+        # is wpe(torch.arange(past, past + T)) without the lookup (and its scatter in backward).
+        pos_emb = self.transformer.wpe.weight[past : past + T]  # (T, C)
+        x = self.transformer.drop(self.transformer.wte(input_ids) + pos_emb)  # (B, T, C)
         for block in self.transformer.h:
             x = block(x, cache)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)

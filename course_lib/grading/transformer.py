@@ -367,14 +367,6 @@ def grade_mlp(s: Session) -> None:
 # transformer_block
 # ------------------------------------------------------------------------------------------------
 
-_BLOCK_KEYS = (
-    "ln_1.weight", "ln_1.bias",
-    "attn.c_attn.weight", "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias",
-    "ln_2.weight", "ln_2.bias",
-    "mlp.c_fc.weight", "mlp.c_fc.bias", "mlp.c_proj.weight", "mlp.c_proj.bias",
-)  # fmt: skip
-
-
 def _attn(x: Tensor, p: dict, H: int, *, causal: bool = True, scale: str = "D") -> Tensor:
     B, T, C = x.shape
     qkv = x @ p["attn.c_attn.weight"].T + p["attn.c_attn.bias"]
@@ -491,7 +483,7 @@ def _block_params(s: Session, C: int) -> dict[str, Tensor]:
         "mlp.c_proj": (C, 4 * C),
     }.items():
         p[f"{key}.weight"], p[f"{key}.bias"] = _rand_linear(s, d_out, d_in)
-    return {k: p[k] for k in _BLOCK_KEYS}
+    return {k: p[k] for k in gref.BLOCK_KEYS}
 
 
 def _params_unchanged(s: Session, out: Outcome, index: int, what: str) -> None:
