@@ -49,7 +49,7 @@ c.OverwriteCells.add_missing_cells = True
 # - Feedback HTML must not show hidden tests (nbgrader's default does, with the tracebacks
 #   that quote them): strip them before rendering.
 try:
-    from course_lib.autograde import StripHiddenTests, autograde_preprocessors
+    from course_lib.autograde.preprocessors import StripHiddenTests, autograde_preprocessors
 except ImportError:  # course_lib is not installed in the environment running nbgrader
     pass
 else:

@@ -32,6 +32,20 @@ from course_lib.autograde import (
     strip_hidden_region,
     validate,
 )
+from course_lib.autograde._submission import (
+    ANSI,
+    AssignmentInfo,
+    NotebookInfo,
+    check_calls,
+    clean_metadata,
+    suspicious,
+)
+from course_lib.autograde.grade import discover
+from course_lib.autograde.preprocessors import (
+    StderrIsNotFailure,
+    StripHiddenTests,
+    autograde_preprocessors,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "autograde_course"
@@ -143,7 +157,7 @@ def test_strip_hidden_tests_preprocessor_drops_region_and_traceback():
     plain.outputs = [nbformat.v4.new_output("error", ename="NameError", evalue="y",
                                             traceback=["----> 1 y"])]
     nb.cells = [code, plain]
-    out, _ = autograde.StripHiddenTests()(nb, {})
+    out, _ = StripHiddenTests()(nb, {})
     assert out.cells[0].source == "check(f)"
     tb = "\n".join(out.cells[0].outputs[0].traceback)
     assert "hidden=True" not in tb and "rows do not sum to 1" in tb
@@ -157,10 +171,10 @@ def test_stderr_is_not_failure_only_touches_check_cells():
     plain.outputs = [nbformat.v4.new_output("stream", name="stderr", text="100%|####|\n")]
     nb = nbformat.v4.new_notebook()
     nb.cells = [check, plain]
-    out, _ = autograde.StderrIsNotFailure()(nb, {})
+    out, _ = StderrIsNotFailure()(nb, {})
     assert [o.name for c in out.cells for o in c.outputs] == ["stdout", "stderr"]
     assert out.cells[0].outputs[0].text == "UserWarning: x\n"
-    assert autograde.autograde_preprocessors()[1] is autograde.StderrIsNotFailure
+    assert autograde_preprocessors()[1] is StderrIsNotFailure
 
 
 def test_normalize_notebook_is_deterministic_and_drops_volatile_metadata():
@@ -195,25 +209,23 @@ def test_normalize_notebook_is_deterministic_and_drops_volatile_metadata():
 def test_code_reaching_into_the_grader_is_flagged_without_false_alarms(code, flagged):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(code)]
-    info = autograde._NotebookInfo(A, grade_cells=[], released={}, hidden_lines=[],
+    info = NotebookInfo(A, grade_cells=[], released={}, hidden_lines=[],
                                    released_sources=frozenset({"torch.manual_seed = None  # as released"}))
-    assert bool(autograde._suspicious(nb, info)) is flagged
+    assert bool(suspicious(nb, info)) is flagged
 
 
 def test_a_solution_delegating_to_the_answer_key_is_flagged():
     nb = nbformat.v4.new_notebook()
-    info = autograde._NotebookInfo(A, grade_cells=[], released={}, hidden_lines=[])
+    info = NotebookInfo(A, grade_cells=[], released={}, hidden_lines=[])
     solution = nbformat.v4.new_code_cell(
         "def softmax(x, dim=-1):\n    from course_lib.functional import softmax as s\n"
         "    return s(x, dim)", metadata={"nbgrader": {"solution": True, "grade_id": "softmax"}})
     nb.cells = [solution]
-    assert autograde._suspicious(nb, info) == [
+    assert suspicious(nb, info) == [
         "cell softmax uses course_lib (the answer key) in a solution"]
 
 
 def test_check_calls_map_a_check_cell_to_its_verdicts():
-    from course_lib.autograde._submission import check_calls
-
     src = ("from course_lib.grading import check_softmax\ncheck_softmax(softmax)\n"
            "# check_causal_mask(mask) is mentioned in a comment only\n"
            "### BEGIN HIDDEN TESTS\ncheck_softmax(softmax, hidden=True)\n### END HIDDEN TESTS\n"
@@ -224,8 +236,6 @@ def test_check_calls_map_a_check_cell_to_its_verdicts():
 
 
 def test_clean_metadata_keeps_each_grade_id_once_and_drops_the_unknown():
-    from course_lib.autograde._submission import _clean_metadata
-
     def code(gid=None, **meta):
         nbg = dict(meta, **({"grade_id": gid} if gid else {}))
         return nbformat.v4.new_code_cell("pass", metadata={"nbgrader": nbg})
@@ -234,9 +244,9 @@ def test_clean_metadata_keeps_each_grade_id_once_and_drops_the_unknown():
     nb.cells = [code("check_softmax", grade=True, points=2), code("check_softmax", grade=True),
                 code("bonus", grade=True, points=9), code(None, grade=True), code(None),
                 nbformat.v4.new_code_cell("x = 1")]
-    info = autograde._NotebookInfo(A, grade_cells=[], released={"check_softmax": None},
+    info = NotebookInfo(A, grade_cells=[], released={"check_softmax": None},
                                    hidden_lines=[])
-    notes = _clean_metadata(nb, info)
+    notes = clean_metadata(nb, info)
     assert [("nbgrader" in c.metadata) for c in nb.cells] == [True] + [False] * 5
     assert notes == ["cell 2 is a copy of cell check_softmax (graded once, the copy runs as "
                      "plain code)", "cell 3 had an unknown grade id 'bonus' (dropped)",
@@ -244,9 +254,7 @@ def test_clean_metadata_keeps_each_grade_id_once_and_drops_the_unknown():
 
 
 def test_write_grades_csv_merges_with_earlier_runs(tmp_path):
-    from course_lib.autograde._submission import _AssignmentInfo
-
-    info = _AssignmentInfo(A, [autograde._NotebookInfo(A, [("check_a", 2.0)], {}, [])], tmp_path)
+    info = AssignmentInfo(A, [NotebookInfo(A, [("check_a", 2.0)], {}, [])], tmp_path)
     path = tmp_path / "grades.csv"
 
     def row(student, score):
@@ -296,7 +304,7 @@ def test_discover_reports_misplaced_and_badly_named_submissions(tmp_path):
     (subs / "bob" / f"{A}.ipynb").write_text("{}")
     (subs / "c*d" / A).mkdir(parents=True)
     (subs / "dan" / "homework").mkdir(parents=True)
-    jobs = {(s, a): problem for s, a, _, problem in autograde._discover(subs, [A])}
+    jobs = {(s, a): problem for s, a, _, problem in discover(subs, [A])}
     assert jobs[("ann", A)] == ""
     assert "move bob/99-fixture.ipynb to bob/99-fixture/99-fixture.ipynb" in jobs[("bob", A)]
     assert "rename it" in jobs[("c*d", A)]
@@ -467,7 +475,7 @@ def batch(tmp_path_factory):
     subs2 = tmp / "submissions2"
     shutil.copytree(subs / "good", subs2 / "good")
     submit(released, subs2, "flip", causal_mask=DYING_MASK)
-    rows2 = grade(subs2, out, root=root, timeout=TIMEOUT, progress=False)
+    rows2 = grade(subs2, out, root=root, timeout=TIMEOUT, progress=False, force=True)
     second = {"rows": {r.student: r for r in rows2}, "csv": read_csv(out / "grades.csv")}
     time.sleep(2)  # give killed kernels' children a moment to notice
     leftover = grading_processes() - before
@@ -654,7 +662,7 @@ def test_feedback_html_hides_hidden_tests(batch):
 
 
 def _plain(text: str) -> str:
-    return autograde._ANSI.sub("", text)
+    return ANSI.sub("", text)
 
 
 @pytest.mark.slow

@@ -224,13 +224,13 @@ def test_a_failing_canary_publishes_nothing(tmp_path):
 
 
 def test_the_notebook_time_limit_skips_the_cells_after_it(tmp_path):
-    from course_lib.autograde import _sandbox
+    from course_lib.autograde import _sandbox, kernels
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(1.5)"),
                 nbformat.v4.new_code_cell("print('late')")]
     with _sandbox.Jail(tmp_path, "5", unsafe=bool(sandbox_problem()), notebook_timeout=1.0):
-        executor = _sandbox.JailedExecute(timeout=60)
+        executor = kernels.JailedExecute(timeout=60)
         out, _ = executor.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
     assert out.cells[0].outputs == []
     (error,) = out.cells[1].outputs
@@ -255,7 +255,7 @@ def test_grade_refuses_without_a_sandbox_unless_unsafe(tmp_path, monkeypatch, ca
 
 @pytest.mark.slow
 def test_a_kernel_hits_its_memory_and_process_limits(tmp_path):
-    from course_lib.autograde import _sandbox
+    from course_lib.autograde import _sandbox, kernels
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [
@@ -267,7 +267,7 @@ def test_a_kernel_hits_its_memory_and_process_limits(tmp_path):
             "        n += 1\nexcept RuntimeError:\n    print('tasks refused after', n)"),
     ]
     with _sandbox.Jail(tmp_path, "5", unsafe=bool(sandbox_problem())) as jail:
-        executor = _sandbox.JailedExecute(timeout=120)
+        executor = kernels.JailedExecute(timeout=120)
         out, _ = executor.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
         limited = jail.cgroup is not None
     assert out.cells[0].outputs[0].text == "memory refused\n"

@@ -15,10 +15,15 @@ loaded explicitly and closes the gaps we measured in nbgrader 0.9:
 Each public function takes ``root`` (the folder with ``nbgrader_config.py``); by default the
 course is found from the current folder upwards, then next to this package.
 
-The code, in dependency order: ``_course`` (the course folder, its config and grading
-secret), ``feedback`` (hidden-test stripping, preprocessors, leak check), ``_submission``
-(result rows and per-submission checks), ``_nbcourse`` (one nbgrader course driven through
-NbGraderAPI), ``release``, ``validate``, ``grade`` and ``cli`` (``register``/``main``).
+The modules, in dependency order: ``_course`` (the course folder, its config and grading
+secret), ``feedback`` (hidden-test stripping, leak check), ``_sandbox`` (a submission's jail and
+referee), ``_submission`` (result rows and per-submission checks), ``preprocessors`` and
+``kernels`` (the nbconvert/nbgrader steps; they import nbconvert, so this package does not),
+``_nbcourse`` (one nbgrader course driven through NbGraderAPI), ``gradebook`` (copying a
+graded submission between gradebooks), ``grades_csv``, ``canary``, ``resume`` (what a re-run
+skips), ``_worker`` (the processes of ``--jobs``), ``shard`` (``--shard``/``--merge``),
+``release``, ``validate``, ``grade`` and ``cli`` (``register``/``main``). Each module's public
+names are its API; tests import the module that owns a name.
 
 Example:
     >>> from course_lib.autograde import stale_release
@@ -28,9 +33,6 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
-
-from course_lib.autograde import feedback as _feedback
 from course_lib.autograde._course import (
     SEED_ENV,
     SEED_FILE,
@@ -38,37 +40,19 @@ from course_lib.autograde._course import (
     course_root,
     grading_seed,
     list_assignments,
-    log,
 )
-from course_lib.autograde._submission import _ANSI, GradeRow, _NotebookInfo, _suspicious
+from course_lib.autograde._submission import GradeRow
 from course_lib.autograde.cli import main, register
-from course_lib.autograde.feedback import (
-    HIDDEN_BEGIN,
-    HIDDEN_END,
-    SOLUTION_BEGIN,
-    autograde_preprocessors,
-    find_hidden_leaks,
-    html_text,
-    strip_hidden_region,
-)
-from course_lib.autograde.grade import _discover, grade, write_grades_csv
+from course_lib.autograde.feedback import find_hidden_leaks, html_text, strip_hidden_region
+from course_lib.autograde.grade import default_jobs, grade
+from course_lib.autograde.grades_csv import write_grades_csv
 from course_lib.autograde.release import normalize_notebook, release, stale_release
+from course_lib.autograde.shard import merge
 from course_lib.autograde.validate import ValidationResult, validate
 
 __all__ = [
-    "HIDDEN_BEGIN", "HIDDEN_END", "SEED_ENV", "SEED_FILE", "SOLUTION_BEGIN", "GradeRow",
-    "PipelineError", "StderrIsNotFailure", "StripHiddenTests", "ValidationResult",
-    "autograde_preprocessors", "course_root", "find_hidden_leaks", "grade", "grading_seed",
-    "html_text", "list_assignments", "log", "main", "normalize_notebook", "register", "release",
+    "SEED_ENV", "SEED_FILE", "GradeRow", "PipelineError", "ValidationResult", "course_root",
+    "default_jobs", "find_hidden_leaks", "grade", "grading_seed", "html_text",
+    "list_assignments", "main", "merge", "normalize_notebook", "register", "release",
     "stale_release", "strip_hidden_region", "validate", "write_grades_csv",
-    # used by the tests
-    "_ANSI", "_NotebookInfo", "_discover", "_suspicious",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # StripHiddenTests and StderrIsNotFailure are built on first use in feedback (they subclass
-    # nbconvert's Preprocessor); always hand out feedback's current one.
-    if name in _feedback._LAZY_CLASSES:
-        return getattr(_feedback, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """The course folder, its nbgrader config and its grading secret.
 
 Everything else in ``course_lib.autograde`` finds the course through ``course_root()``, loads
-its ``nbgrader_config.py`` with ``_load_config()`` and grades inside ``_grading_env()``.
+its ``nbgrader_config.py`` with ``load_config()`` and grades inside ``grading_env()``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ SEED_ENV = "COURSE_GRADING_SEED"
 SEED_FILE = ".grading_seed"
 
 log = logging.getLogger("course_lib.autograde")
-_nbgrader_log = logging.getLogger("course_lib.autograde.nbgrader")
-_nbgrader_log.propagate = False
-_nbgrader_log.addHandler(logging.NullHandler())
+nbgrader_log = logging.getLogger("course_lib.autograde.nbgrader")
+nbgrader_log.propagate = False
+nbgrader_log.addHandler(logging.NullHandler())
 
 
 class PipelineError(RuntimeError):
@@ -84,7 +84,7 @@ def grading_seed(root: str | os.PathLike | None = None) -> str:
 
 
 @contextlib.contextmanager
-def _grading_env(seed: str | None) -> Iterator[None]:
+def grading_env(seed: str | None) -> Iterator[None]:
     """Seed the grading kernels and put our ``bin/`` on PATH (nbgrader runs ``alembic``)."""
     old = {k: os.environ.get(k) for k in (SEED_ENV, "PATH")}
     bin_dir = str(Path(sys.executable).parent)
@@ -107,7 +107,7 @@ def _grading_env(seed: str | None) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _speed_up_new_gradebooks() -> None:
+def speed_up_new_gradebooks() -> None:
     """Let nbgrader read the gradebook schema version in-process (once) instead of running the
     ``alembic`` executable for every new gradebook.db: 0.3 s instead of several seconds."""
     import nbgrader.api
@@ -132,7 +132,7 @@ def _speed_up_new_gradebooks() -> None:
     nbgrader.api.get_alembic_version = get_alembic_version
 
 
-def _load_config(config_root: Path) -> Any:
+def load_config(config_root: Path) -> Any:
     from traitlets.config.loader import PyFileConfigLoader
 
     if not (config_root / "nbgrader_config.py").is_file():

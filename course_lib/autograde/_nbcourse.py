@@ -1,6 +1,6 @@
 """One nbgrader course (real or throwaway) driven through ``NbGraderAPI``.
 
-``_Course`` loads the course's config with per-call overrides (release folder, gradebook,
+``Course`` loads the course's config with per-call overrides (release folder, gradebook,
 timeout, our preprocessors), generates releases and grades one submission from scratch.
 """
 
@@ -15,41 +15,39 @@ from typing import Any
 
 from course_lib.autograde._course import (
     PipelineError,
-    _load_config,
-    _nbgrader_log,
-    _speed_up_new_gradebooks,
+    load_config,
     log,
+    nbgrader_log,
+    speed_up_new_gradebooks,
 )
 from course_lib.autograde._sandbox import DEFAULT_MEMORY, Jail, seed_int
 from course_lib.autograde._submission import (
-    _MAX_REASON,
-    _SUBMISSION_METADATA,
+    MAX_REASON,
+    SUBMISSION_METADATA,
+    AssignmentInfo,
     GradeRow,
-    _AssignmentInfo,
-    _cell_failures,
-    _clean_metadata,
-    _failure_reason,
-    _make_writable,
-    _NotebookInfo,
-    _restore_other_files,
-    _short,
-    _suspicious,
-    _tamper_notes,
-    _write_failure_page,
+    NotebookInfo,
+    cell_failures,
     check_calls,
+    clean_metadata,
+    failure_reason,
+    make_writable,
+    restore_other_files,
+    short,
+    suspicious,
+    tamper_notes,
+    write_failure_page,
 )
 from course_lib.autograde.feedback import (
     HIDDEN_BEGIN,
     HIDDEN_END,
     SOLUTION_BEGIN,
-    autograde_preprocessors,
     find_hidden_leaks,
     html_text,
 )
-from course_lib.autograde.feedback import __getattr__ as _feedback_class
 
 
-class _Grading:
+class Grading:
     """How ``course grade``/``validate`` run kernels: a fresh ``Jail`` per submission."""
 
     def __init__(self, base: Path, seed: str, *, unsafe: bool,
@@ -62,22 +60,24 @@ class _Grading:
                     notebook_timeout=self.notebook_timeout)
 
 
-class _Course:
+class Course:
     """An nbgrader course folder with the course's config, plus per-call overrides."""
 
     def __init__(self, root: Path, *, config_root: Path | None = None,
                  release_dir: Path | None = None, db_path: Path | None = None,
                  exchange_dir: Path | None = None, timeout: float | None = None,
-                 grading: _Grading | None = None) -> None:
+                 grading: Grading | None = None) -> None:
         from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
         from nbgrader.apps import NbGraderAPI
         from nbgrader.coursedir import CourseDirectory
         from nbgrader.preprocessors import GetGrades
         from traitlets.config import Config
 
-        _speed_up_new_gradebooks()
+        from course_lib.autograde.preprocessors import StripHiddenTests, autograde_preprocessors
+
+        speed_up_new_gradebooks()
         self.root = root
-        cfg = _load_config(config_root or root)
+        cfg = load_config(config_root or root)
         over = Config()
         over.CourseDirectory.root = str(root)
         if db_path is not None:
@@ -92,14 +92,14 @@ class _Course:
             if timeout <= 0:
                 raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
             over.Execute.timeout = math.ceil(timeout)
-        over.GenerateFeedback.preprocessors = [GetGrades, _feedback_class("StripHiddenTests"),
+        over.GenerateFeedback.preprocessors = [GetGrades, StripHiddenTests,
                                                CSSHTMLHeaderPreprocessor]
         over.Autograde.autograde_preprocessors = autograde_preprocessors(jailed=grading is not None)
         self.grading = grading
         cfg.merge(over)
         self.config = cfg
-        self.coursedir = CourseDirectory(config=cfg, log=_nbgrader_log)
-        self.api = NbGraderAPI(coursedir=self.coursedir, config=cfg, log=_nbgrader_log)
+        self.coursedir = CourseDirectory(config=cfg, log=nbgrader_log)
+        self.api = NbGraderAPI(coursedir=self.coursedir, config=cfg, log=nbgrader_log)
         self.timeout = int(cfg.Execute.get("timeout", cfg.ExecutePreprocessor.get("timeout", 30)))
 
     def path(self, step: str, student: str, assignment: str) -> Path:
@@ -112,7 +112,7 @@ class _Course:
 
     # -- release ---------------------------------------------------------------------------
 
-    def generate(self, assignment: str) -> _AssignmentInfo:
+    def generate(self, assignment: str) -> AssignmentInfo:
         """Register ``assignment`` in the gradebook and write its release; return its info."""
         import nbformat
 
@@ -121,7 +121,7 @@ class _Course:
         result = self.api.generate_assignment(assignment, force=True, create=True)
         if not result["success"]:
             raise PipelineError(f"nbgrader could not generate the release of {assignment}: "
-                                f"{_failure_reason(result, self.timeout)}\n{result.get('log', '')}")
+                                f"{failure_reason(result, self.timeout)}\n{result.get('log', '')}")
         release = self.path(self.coursedir.release_directory, ".", assignment)
         source = self.path(self.coursedir.source_directory, ".", assignment)
         notebooks = []
@@ -153,11 +153,11 @@ class _Course:
             checks = {c.metadata.nbgrader["grade_id"]: check_calls(c.source, graded)
                       for c in src.cells if c.metadata.get("nbgrader", {}).get("grade")
                       and "grade_id" in c.metadata.nbgrader}
-            notebooks.append(_NotebookInfo(path.stem, grade_cells, released, hidden, sources,
+            notebooks.append(NotebookInfo(path.stem, grade_cells, released, hidden, sources,
                                            {k: v for k, v in checks.items() if v}))
         if not notebooks:
             raise PipelineError(f"{source} holds no notebook")
-        return _AssignmentInfo(assignment, notebooks, release)
+        return AssignmentInfo(assignment, notebooks, release)
 
     # -- grading ---------------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ class _Course:
                      self.coursedir.feedback_directory):
             target = self.path(step, student, assignment)
             if target.exists():
-                _make_writable(target)
+                make_writable(target)
                 shutil.rmtree(target)
         with self.gradebook() as gb:
             try:
@@ -192,7 +192,7 @@ class _Course:
                     grade.needs_manual_grade = False
             gb.db.commit()
 
-    def _scores(self, student: str, info: _AssignmentInfo) -> dict[tuple[str, str], float]:
+    def _scores(self, student: str, info: AssignmentInfo) -> dict[tuple[str, str], float]:
         from nbgrader.api import MissingEntry
 
         scores: dict[tuple[str, str], float] = {}
@@ -206,7 +206,7 @@ class _Course:
                         scores[(nbinfo.name, grade_id)] = 0.0
         return scores
 
-    def grade_submission(self, student: str, info: _AssignmentInfo, src: Path | None,
+    def grade_submission(self, student: str, info: AssignmentInfo, src: Path | None,
                          feedback_dir: Path | None, problem: str = "") -> GradeRow:
         """Autograde ``src`` (a folder of notebooks) as ``student``'s ``info.name``, from scratch.
 
@@ -222,7 +222,7 @@ class _Course:
             if not problem:
                 self._grade(row, info, src, feedback_dir)
                 if src is not None:
-                    _restore_other_files(src, self.path(self.coursedir.submitted_directory,
+                    restore_other_files(src, self.path(self.coursedir.submitted_directory,
                                                         student, info.name))
             else:
                 row.reason = problem
@@ -232,13 +232,13 @@ class _Course:
                 self._zero(student, info.name)
             row.status, row.total = "failed", 0.0
             row.scores = dict.fromkeys(row.scores, 0.0)
-            row.reason = _short(f"internal error while grading: {type(exc).__name__}: {exc}")
+            row.reason = short(f"internal error while grading: {type(exc).__name__}: {exc}")
         if row.status == "failed" and feedback_dir is not None:
-            row.feedback = [_write_failure_page(feedback_dir / student / info.name, row)]
+            row.feedback = [write_failure_page(feedback_dir / student / info.name, row)]
         row.seconds = time.perf_counter() - start
         return row
 
-    def _grade(self, row: GradeRow, info: _AssignmentInfo, src: Path | None,
+    def _grade(self, row: GradeRow, info: AssignmentInfo, src: Path | None,
                feedback_dir: Path | None) -> None:
         import nbformat
 
@@ -258,15 +258,15 @@ class _Course:
             try:
                 nb = nbformat.read(path, as_version=4)
             except Exception as exc:  # noqa: BLE001 -- any unreadable file is the learner's
-                notes.append(_short(f"{path.name} is not a readable notebook "
+                notes.append(short(f"{path.name} is not a readable notebook "
                                     f"({type(exc).__name__}: {exc})", 160))
                 continue
-            notes += _clean_metadata(nb, expected[path.stem])
-            notes += _tamper_notes(nb, expected[path.stem])
-            flags += _suspicious(nb, expected[path.stem])
+            notes += clean_metadata(nb, expected[path.stem])
+            notes += tamper_notes(nb, expected[path.stem])
+            flags += suspicious(nb, expected[path.stem])
             nbformat.write(nb, submitted / path.name)
             present.append(path.stem)
-        for name in _SUBMISSION_METADATA:
+        for name in SUBMISSION_METADATA:
             if src is not None and (src / name).is_file():
                 shutil.copyfile(src / name, submitted / name)
         missing = [n for n in expected if n not in present]
@@ -293,12 +293,12 @@ class _Course:
                 if result["success"] or jail.running is None or jail.running in skip:
                     break
                 skip = skip | {jail.running}
-                what = _failure_reason(result, self.timeout).split(" (")[0].split(";")[0]
+                what = failure_reason(result, self.timeout).split(" (")[0].split(";")[0]
                 notes.append(f"cell {jail.running + 1}{f' ({jail.running_id})' if jail.running_id else ''}"
                              f": {what}; the notebook was graded again without that cell")
         if not result["success"]:
             self._zero(row.student, info.name)
-            row.reason = "; ".join([_failure_reason(result, self.timeout), *notes])
+            row.reason = "; ".join([failure_reason(result, self.timeout), *notes])
             return
 
         referee_notes = {} if verdicts is None else self._apply_record(row.student, info, verdicts)
@@ -312,7 +312,7 @@ class _Course:
             path = autograded / f"{nbinfo.name}.ipynb"
             lost = {}
             if path.is_file():
-                lost = _cell_failures(nbformat.read(path, as_version=4), self.timeout,
+                lost = cell_failures(nbformat.read(path, as_version=4), self.timeout,
                                       timed_out)
             for gid, points in nbinfo.grade_cells:
                 if row.scores.get((nbinfo.name, gid), 0.0) < points:
@@ -320,12 +320,12 @@ class _Course:
                     if msg:
                         notes.append(msg)
         row.status = "review" if flags else "graded"
-        row.reason = _short("; ".join(([f"check by hand: {', '.join(flags)}"] if flags else [])
-                                      + notes), 2 * _MAX_REASON)
+        row.reason = short("; ".join(([f"check by hand: {', '.join(flags)}"] if flags else [])
+                                      + notes), 2 * MAX_REASON)
         if feedback_dir is not None:
             self._feedback(row, info, feedback_dir)
 
-    def _apply_record(self, student: str, info: _AssignmentInfo,
+    def _apply_record(self, student: str, info: AssignmentInfo,
                       verdicts: list[dict]) -> dict[tuple[str, str], str]:
         """Score each check cell from the referee's record, whatever the kernel showed.
 
@@ -360,12 +360,12 @@ class _Course:
                         name, hidden = missing[0]
                         what = first_failure.get((name, hidden)) or (
                             f"check_{name}{'(hidden=True)' if hidden else ''} did not run")
-                        why[(nbinfo.name, gid)] = _short(f"{gid}: {what}", 160)
+                        why[(nbinfo.name, gid)] = short(f"{gid}: {what}", 160)
             gb.db.commit()
         return why
 
-    def _feedback(self, row: GradeRow, info: _AssignmentInfo, feedback_dir: Path) -> None:
-        from course_lib.autograde import feedback as fb
+    def _feedback(self, row: GradeRow, info: AssignmentInfo, feedback_dir: Path) -> None:
+        from course_lib.autograde import preprocessors as fb
 
         fb.HIDDEN_STARTED = getattr(self, "_hidden_started", None)
         try:
@@ -374,7 +374,7 @@ class _Course:
             fb.HIDDEN_STARTED = None
         if not result["success"]:
             row.reason = "; ".join(filter(None, [row.reason, "feedback HTML could not be made: "
-                                                 + _failure_reason(result, self.timeout)]))
+                                                 + failure_reason(result, self.timeout)]))
             return
         made = self.path(self.coursedir.feedback_directory, row.student, info.name)
         dest = feedback_dir / row.student / info.name

@@ -1,6 +1,6 @@
 """One submission: what grading knows about an assignment, the result row, and the checks.
 
-The records (``_NotebookInfo``, ``_AssignmentInfo``, ``GradeRow``) and the helpers that turn
+The records (``NotebookInfo``, ``AssignmentInfo``, ``GradeRow``) and the helpers that turn
 nbgrader's logs and a learner's notebook into one-line reasons: tampered locked cells, code
 that reaches into the grading machinery, failed check cells, the page of a failed submission.
 """
@@ -18,7 +18,7 @@ from typing import Any
 from course_lib.autograde._course import SEED_ENV
 from course_lib.autograde.feedback import strip_hidden_region
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # Code in a learner's cell that reaches into the grading machinery: graded as usual, but the
 # row is marked for a human to look at (nothing stops such code from running in the kernel).
 _SUSPICIOUS = [
@@ -34,13 +34,13 @@ _SUSPICIOUS = [
 ]
 # A solution that calls course_lib's reference (the answer key) passes every check.
 _ANSWER_KEY = (re.compile(r"\bcourse_lib\b"), "uses course_lib (the answer key) in a solution")
-_MAX_REASON = 300
+MAX_REASON = 300
 # Files of a submission folder that grading keeps besides its notebooks (nbgrader's own).
-_SUBMISSION_METADATA = ("timestamp.txt", "submission_secret.txt")
+SUBMISSION_METADATA = ("timestamp.txt", "submission_secret.txt")
 
 
 @dataclass
-class _NotebookInfo:
+class NotebookInfo:
     """What grading needs to know about one notebook of an assignment."""
 
     name: str
@@ -53,9 +53,9 @@ class _NotebookInfo:
 
 
 @dataclass
-class _AssignmentInfo:
+class AssignmentInfo:
     name: str
-    notebooks: list[_NotebookInfo]
+    notebooks: list[NotebookInfo]
     release_dir: Path
 
     @property
@@ -113,12 +113,12 @@ def check_calls(source: str, known: Any) -> list[tuple[str, bool]]:
     return found
 
 
-def _short(text: str, limit: int = _MAX_REASON) -> str:
-    text = " ".join(_ANSI.sub("", text).split())
+def short(text: str, limit: int = MAX_REASON) -> str:
+    text = " ".join(ANSI.sub("", text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _failure_reason(result: dict, timeout: int) -> str:
+def failure_reason(result: dict, timeout: int) -> str:
     """Turn a failed nbgrader call's log into one line an instructor can act on."""
     text = (result.get("log") or "") + "\n" + (result.get("error") or "")
     if "DeadKernelError" in text or "Kernel died" in text:
@@ -131,11 +131,11 @@ def _failure_reason(result: dict, timeout: int) -> str:
     errors = re.findall(r"^\s*([\w.]+(?:Error|Exception|Exit)): (.+)$", text, re.MULTILINE)
     errors = [e for e in errors if not e[0].endswith("NbGraderException")]
     if errors:
-        return _short(f"nbgrader failed: {errors[-1][0]}: {errors[-1][1]}")
+        return short(f"nbgrader failed: {errors[-1][0]}: {errors[-1][1]}")
     return "nbgrader failed (no detail in its log: rerun with --verbose)"
 
 
-def _restore_other_files(src: Path, submitted: Path) -> None:
+def restore_other_files(src: Path, submitted: Path) -> None:
     """Put the submission's other files into submitted/ once grading has started from it.
 
     nbgrader copies every file next to a submitted notebook into the grading folder, where the
@@ -149,14 +149,14 @@ def _restore_other_files(src: Path, submitted: Path) -> None:
             shutil.copyfile(path, dest)
 
 
-def _make_writable(path: Path) -> None:
+def make_writable(path: Path) -> None:
     # nbgrader writes autograded files read-only (444); rmtree needs the owner write bit.
     for p in [path, *path.rglob("*")]:
         with contextlib.suppress(OSError):
             p.chmod(p.stat().st_mode | 0o200)
 
 
-def _tamper_notes(nb: Any, info: _NotebookInfo) -> list[str]:
+def tamper_notes(nb: Any, info: NotebookInfo) -> list[str]:
     """Compare a submission's locked cells with the release: what did the learner change?"""
     notes = []
     cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
@@ -177,7 +177,7 @@ def _tamper_notes(nb: Any, info: _NotebookInfo) -> list[str]:
     return notes
 
 
-def _suspicious(nb: Any, info: _NotebookInfo) -> list[str]:
+def suspicious(nb: Any, info: NotebookInfo) -> list[str]:
     """Name the learner-written cells whose code reaches into the grading machinery."""
     found = []
     for i, cell in enumerate(nb.cells):
@@ -192,7 +192,7 @@ def _suspicious(nb: Any, info: _NotebookInfo) -> list[str]:
     return found
 
 
-def _clean_metadata(nb: Any, info: _NotebookInfo) -> list[str]:
+def clean_metadata(nb: Any, info: NotebookInfo) -> list[str]:
     """Make a submission safe for nbgrader: each release grade id once, nothing unknown.
 
     A copy-pasted cell repeats its grade id (nbgrader then blanks its metadata and fails with
@@ -219,11 +219,11 @@ def _clean_metadata(nb: Any, info: _NotebookInfo) -> list[str]:
             continue
         del cell.metadata["nbgrader"]
         if why:
-            notes.append(_short(why, 160))
+            notes.append(short(why, 160))
     return notes
 
 
-def _cell_failures(nb: Any, timeout: int, timed_out: set[str] | None = None) -> dict[str, str]:
+def cell_failures(nb: Any, timeout: int, timed_out: set[str] | None = None) -> dict[str, str]:
     """For each graded cell that failed in an autograded notebook: why, in one line.
 
     ``timed_out``: the grade ids of the cells interrupted for their time limit (when known);
@@ -244,15 +244,15 @@ def _cell_failures(nb: Any, timeout: int, timed_out: set[str] | None = None) -> 
                     msg = "KeyboardInterrupt raised by the code (an error, not a time limit)"
                 else:
                     msg = f"{o.ename}: {o.evalue.strip().splitlines()[0] if o.evalue.strip() else ''}"
-                out[meta["grade_id"]] = _short(f"{meta['grade_id']}: {msg}", 160)
+                out[meta["grade_id"]] = short(f"{meta['grade_id']}: {msg}", 160)
                 break
             if o.output_type == "stream" and o.name == "stderr":
-                out[meta["grade_id"]] = _short(f"{meta['grade_id']}: wrote to stderr: {o.text}", 160)
+                out[meta["grade_id"]] = short(f"{meta['grade_id']}: wrote to stderr: {o.text}", 160)
                 break
     return out
 
 
-def _write_failure_page(folder: Path, row: GradeRow) -> Path:
+def write_failure_page(folder: Path, row: GradeRow) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     page = folder / f"{row.assignment}.html"
     page.write_text(

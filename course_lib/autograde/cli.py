@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from course_lib.autograde._course import PipelineError, _nbgrader_log
+from course_lib.autograde._course import PipelineError, nbgrader_log
 from course_lib.autograde.grade import grade
 from course_lib.autograde.release import release
 from course_lib.autograde.validate import validate
@@ -42,20 +42,35 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_grade(args: argparse.Namespace) -> int:
+    import signal
+
+    from course_lib.autograde.shard import merge
+
+    if (args.submissions is None) == (args.merge is None):
+        print("error: give either SUBMISSIONS_DIR or --merge OUT1 OUT2 ...", file=sys.stderr)
+        return 2
+    # A batch scheduler ends a job with SIGTERM: stop as for Ctrl-C (finished rows are kept).
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        if args.merge is not None:
+            merge(args.merge, args.out, root=args.root)
+            return 0
         rows = grade(args.submissions, args.out, root=args.root, timeout=args.timeout,
                      feedback=not args.no_feedback, unsafe=args.unsafe,
-                     notebook_timeout=args.notebook_timeout or None)
+                     notebook_timeout=args.notebook_timeout or None, jobs=args.jobs,
+                     shard_of=args.shard, force=args.force)
     except (ValueError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     return 1 if any(r.status == "failed" for r in rows) else 0
 
 
 def _verbose(args: argparse.Namespace) -> None:
     if getattr(args, "verbose", False):
-        _nbgrader_log.setLevel(logging.INFO)
-        _nbgrader_log.addHandler(logging.StreamHandler(sys.stderr))
+        nbgrader_log.setLevel(logging.INFO)
+        nbgrader_log.addHandler(logging.StreamHandler(sys.stderr))
 
 
 def register(subparsers: Any) -> None:
@@ -85,8 +100,17 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("grade", help="autograde SUBMISSIONS_DIR/<student>/<assignment>/ "
                               "into grades.csv and feedback HTML")
-    p.add_argument("submissions", metavar="SUBMISSIONS_DIR")
+    p.add_argument("submissions", metavar="SUBMISSIONS_DIR", nargs="?")
     p.add_argument("--out", metavar="DIR", help="output folder (default: <root>/grades)")
+    p.add_argument("--jobs", "-j", type=int, metavar="N",
+                   help="submissions graded at the same time (default: the number of cores)")
+    p.add_argument("--shard", metavar="K/N", help="grade only the K-th of N slices of the "
+                   "class (by student id), for one machine of several; then --merge")
+    p.add_argument("--merge", nargs="+", metavar="OUT",
+                   help="combine the output folders of shards 1..N into --out and the "
+                   "course's gradebook (instead of grading)")
+    p.add_argument("--force", action="store_true", help="grade again submissions already "
+                   "graded with the same files, seed and course (default: kept)")
     p.add_argument("--timeout", type=float, help="per-cell limit in seconds")
     p.add_argument("--no-feedback", action="store_true", help="skip the feedback HTML")
     p.add_argument("--notebook-timeout", type=float, default=1800, metavar="S",

@@ -37,12 +37,12 @@ from typing import Any
 
 from course_lib.autograde._course import (
     PipelineError,
-    _grading_env,
-    _load_config,
-    _nbgrader_log,
-    _speed_up_new_gradebooks,
     course_root,
+    grading_env,
     list_assignments,
+    load_config,
+    nbgrader_log,
+    speed_up_new_gradebooks,
 )
 
 # What nbgrader's submit writes next to the notebooks, and its release_feedback needs back.
@@ -84,8 +84,8 @@ def _api(
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config import Config
 
-    _speed_up_new_gradebooks()
-    cfg = _load_config(root)
+    speed_up_new_gradebooks()
+    cfg = load_config(root)
     over = Config()
     over.CourseDirectory.root = str(root)
     if exchange is not None:
@@ -96,8 +96,8 @@ def _api(
         section, trait = key.split(".")
         setattr(getattr(over, section), trait, value)
     cfg.merge(over)
-    coursedir = CourseDirectory(config=cfg, log=_nbgrader_log)
-    return NbGraderAPI(coursedir=coursedir, config=cfg, log=_nbgrader_log)
+    coursedir = CourseDirectory(config=cfg, log=nbgrader_log)
+    return NbGraderAPI(coursedir=coursedir, config=cfg, log=nbgrader_log)
 
 
 def _check(result: dict, what: str) -> str:
@@ -172,7 +172,7 @@ def release_assignment(
     release = Path(api.coursedir.format_path(api.coursedir.release_directory, ".", assignment))
     if not any(release.glob("*.ipynb")):
         raise ValueError(f"{release} holds no notebook: run `course release` first")
-    with _grading_env(None):
+    with grading_env(None):
         result = api.release_assignment(assignment)
     if not result.get("success") and "already exists" in str(result.get("log")):
         raise PipelineError(
@@ -217,7 +217,7 @@ def collect(
     _known(root, assignment)
     api = _api(root, exchange=exchange, course_id=course_id)
     _released(api, assignment)
-    with _grading_env(None):
+    with grading_env(None):
         log = _check(api.collect(assignment, update=True), f"collect {assignment}")
     if "No submissions" in log:
         print(f"no submission of {assignment} in the exchange yet", file=sys.stderr)
@@ -345,7 +345,7 @@ def release_feedback(
 
         # (NbGraderAPI.release_feedback misspells ``authenticator``, which traitlets warns of.)
         with (
-            _grading_env(None),
+            grading_env(None),
             temp_attrs(api.coursedir, assignment_id=assignment, student_id="*"),
         ):
             app = api.exchange.ReleaseFeedback(
@@ -362,8 +362,8 @@ def _run(fn, args: argparse.Namespace) -> int:
     import logging
 
     if args.verbose:
-        _nbgrader_log.setLevel(logging.INFO)
-        _nbgrader_log.addHandler(logging.StreamHandler(sys.stderr))
+        nbgrader_log.setLevel(logging.INFO)
+        nbgrader_log.addHandler(logging.StreamHandler(sys.stderr))
     try:
         return fn(args)
     except (ValueError, PipelineError) as exc:

@@ -1,11 +1,14 @@
-"""``course grade``: autograde a batch of submissions into grades.csv and feedback HTML.
+"""``course grade``: autograde a batch of submissions into grades.csv, gradebook and feedback.
 
-Each submission is graded from scratch; one that cannot be graded gets 0 and a reason.
+Each submission is graded from scratch, in its own sandbox with its own referee, by one of
+``jobs`` worker processes (``_worker``); one that cannot be graded gets 0 and a reason. This
+process alone writes the gradebook, grades.csv and the feedback folder, one submission at a
+time as each finishes, so an interrupted run keeps every finished row and a re-run resumes
+(``resume``). ``shard`` slices a class across machines and merges the slices back.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import shutil
@@ -14,22 +17,33 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from course_lib.autograde import grades_csv, shard
 from course_lib.autograde._course import (
     PipelineError,
-    _grading_env,
     course_root,
+    grading_env,
     grading_seed,
     list_assignments,
 )
-from course_lib.autograde._nbcourse import _Course, _Grading
+from course_lib.autograde._nbcourse import Course, Grading
 from course_lib.autograde._sandbox import SANDBOX_FIX, sandbox_problem
-from course_lib.autograde._submission import GradeRow, _AssignmentInfo
+from course_lib.autograde._submission import AssignmentInfo, GradeRow, make_writable
+from course_lib.autograde._worker import Done, Pool, Setup, Task
+from course_lib.autograde.canary import CACHE as CANARY_CACHE
+from course_lib.autograde.canary import Canary, course_version
+from course_lib.autograde.grades_csv import write_grades_csv
+from course_lib.autograde.resume import FILE as RESUME_FILE
+from course_lib.autograde.resume import ResumeLog, grading_key, submission_digest
+
+# The nbgrader folders of a graded submission, copied into the course (or a shard's folder).
+NBGRADER_STEPS = ("submitted", "autograded", "feedback")
 
 _STUDENT_ID = re.compile(r"^[\w.@-]+$")
 
 
-def _discover(submissions: Path, known: Sequence[str]) -> list[tuple[str, str, Path | None, str]]:
+def discover(submissions: Path, known: Sequence[str]) -> list[tuple[str, str, Path | None, str]]:
     """List (student, assignment, folder, problem) for ``SUBMISSIONS/<student>/<assignment>/``."""
     jobs = []
     for student_dir in sorted(p for p in submissions.iterdir() if not p.name.startswith(".")):
@@ -64,8 +78,18 @@ def _discover(submissions: Path, known: Sequence[str]) -> list[tuple[str, str, P
     return jobs
 
 
+
+
+def default_jobs() -> int:
+    """The cores this process may use (``--jobs`` default)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _stage(folder: Path | None, dest: Path) -> Path | None:
-    """Copy a submission folder aside (grading clears the course's copy of it first)."""
+    """Copy a submission folder aside (the course's copy of it is replaced once graded)."""
     if folder is None:
         return None
     # Links stay links (symlinks=True): grading refuses them instead of following them to
@@ -78,14 +102,18 @@ def _stage(folder: Path | None, dest: Path) -> Path | None:
 def grade(submissions_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *,
           root: str | os.PathLike | None = None, timeout: float | None = None,
           feedback: bool = True, progress: bool = True, unsafe: bool = False,
-          notebook_timeout: float | None = 1800) -> list[GradeRow]:
+          notebook_timeout: float | None = 1800, jobs: int | None = None,
+          shard_of: str | tuple[int, int] | None = None, force: bool = False) -> list[GradeRow]:
     """Autograde ``SUBMISSIONS_DIR/<student>/<assignment>/*.ipynb`` into grades.csv and feedback.
 
-    Every submission is graded from scratch (earlier files and gradebook entries removed first)
-    in its own sandbox (``_sandbox.Jail``), and its check cells are scored from the verdicts of
-    a referee started here, which alone knows the seed of the hidden checks. A submission that
-    cannot be graded gets a row with 0 points, status "failed" and the reason; the rest of the
-    batch goes on.
+    Every submission is graded from scratch in its own sandbox (``_sandbox.Jail``), by one of
+    ``jobs`` worker processes, and its check cells are scored from the verdicts of a referee,
+    which alone knows the seed of the hidden checks. A submission that cannot be graded gets a
+    row with 0 points, status "failed" and the reason; the rest of the batch goes on. Rows
+    reach grades.csv and the gradebook as each submission finishes: Ctrl-C keeps them all.
+
+    A submission graded before into ``out_dir`` with the same files, seed and course version
+    is skipped (its row stays), unless ``force``.
 
     Args:
         submissions_dir: one folder per student, one folder per assignment inside.
@@ -99,9 +127,14 @@ def grade(submissions_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
             (and score 0). None: no limit beyond the per-cell one.
         unsafe: grade without the sandbox when bubblewrap is unavailable (a submission can
             then write anywhere the grading user can); refused otherwise.
+        jobs: submissions graded at the same time (default: the number of cores).
+        shard_of: "K/N" (or (K, N)): grade only the K-th of N slices of the class (by student
+            id); the gradebook then goes to ``out_dir/course/`` for ``merge``.
+        force: grade again what was graded before.
 
     Returns:
-        One row per submission, in the order of grades.csv.
+        One row per submission of the batch (skipped ones read back from grades.csv), sorted
+        by student and assignment.
     """
     from tqdm.auto import tqdm
 
@@ -111,12 +144,19 @@ def grade(submissions_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
         raise ValueError(f"{submissions} is not a folder: expected "
                          "SUBMISSIONS_DIR/<student>/<assignment>/<assignment>.ipynb")
     out = Path(out_dir).resolve() if out_dir is not None else root / "grades"
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    slice_ = shard.parse(shard_of) if shard_of is not None else None
     known = list_assignments(root)
-    jobs = _discover(submissions, known)
-    if not jobs:
+    found = discover(submissions, known)
+    if not found:
         raise ValueError(f"no submissions in {submissions}: expected "
                          f"<student>/<assignment>/<assignment>.ipynb with an assignment among "
                          f"{', '.join(known)}")
+    whole_class = sorted((s, a) for s, a, _, _ in found)
+    if slice_ is not None:
+        found = [j for j in found if shard.of(j[0], slice_[1]) == slice_[0]]
     problem = sandbox_problem()
     if problem and not unsafe:
         raise PipelineError(f"REFUSING TO GRADE: {problem}, so a submission could rewrite the "
@@ -126,183 +166,165 @@ def grade(submissions_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
               "your rights and can change the course, the gradebook and each other.",
               file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[GradeRow] = []
+    course_dir = root if slice_ is None else out / shard.COURSE
+    if slice_ is not None:
+        course_dir.mkdir(exist_ok=True)
+        shard.write_manifest(out, slice_, whole_class, sorted((s, a) for s, a, _, _ in found),
+                             finished=False)
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="course-grade-") as tmp, _grading_env(None):
-        # Work from a copy: SUBMISSIONS_DIR may be the course's own submitted/ folder (after
-        # `nbgrader collect`), which grading clears before each submission.
-        jobs = [(s, a, _stage(folder, Path(tmp) / "staged" / s / a), p) for s, a, folder, p in jobs]
-        grading = _Grading(Path(tmp), grading_seed(root), unsafe=bool(problem),
-                           notebook_timeout=notebook_timeout)
-        course = _Course(root, release_dir=Path(tmp) / "release", timeout=timeout,
-                         grading=grading)
-        infos = {a: course.generate(a) for a in sorted({a for _, a, _, _ in jobs})}
-        canary = _Canary(root, Path(tmp), grading, timeout, out / _CANARY_CACHE)
+    with tempfile.TemporaryDirectory(prefix="course-grade-") as tmp, grading_env(None):
+        seed = grading_seed(root)
+        grading = Grading(Path(tmp), seed, unsafe=bool(problem), notebook_timeout=notebook_timeout)
+        db = None if slice_ is None else course_dir / "gradebook.db"
+        course = Course(root, release_dir=Path(tmp) / "release", db_path=db, timeout=timeout,
+                        grading=grading)
+        infos = {a: course.generate(a) for a in sorted({a for _, a, _, _ in found})}
+        canary = Canary(root, Path(tmp), grading, timeout, out / CANARY_CACHE)
         canary.check(infos, "start")  # raises: nothing graded, nothing published
-        staged_feedback = Path(tmp) / "feedback"  # published only once the end canary passed
-        bar = tqdm(jobs, desc="grading", unit="submission", disable=not progress, file=sys.stderr)
-        for student, assignment, folder, problem in bar:
-            bar.set_postfix_str(f"{student}/{assignment}")
-            rows.append(course.grade_submission(student, infos[assignment], folder,
-                                                staged_feedback if feedback else None, problem))
-        canary.check(infos, "end")
-        if feedback:
-            _publish_feedback(rows, staged_feedback, out / "feedback")
-    write_grades_csv(out / "grades.csv", rows, infos)
-    failed = sum(r.status == "failed" for r in rows)
+        versions = {a: course_version(root, a, grading, timeout) + repr((notebook_timeout, feedback))
+                    for a in infos}
+        todo, skipped = _plan(found, versions, out, course, force)
+        if skipped:
+            print(f"{len(skipped)} submission(s) already graded with the same files, seed and "
+                  "course: kept (--force grades them again)", file=sys.stderr)
+        tasks = [Task(i, s, a, _stage(folder, Path(tmp) / "staged" / s / a), p)
+                 for i, (s, a, folder, p, _) in enumerate(todo)]
+        keys = {(s, a): key for s, a, _, _, key in todo}
+        setup = Setup(root, Path(tmp), seed, bool(problem), timeout, notebook_timeout, feedback,
+                      threads=max(1, default_jobs() // jobs) if jobs > 1 else None)
+        rows: list[GradeRow] = []
+        publish = _Publisher(course, course_dir, out, infos, feedback)
+        bar = tqdm(total=len(tasks), desc="grading", unit="submission", disable=not progress,
+                   file=sys.stderr, dynamic_ncols=True)
+        failed = 0
+        try:
+            with Pool(setup, jobs) as pool:
+                for done in pool.run(tasks):
+                    row = publish(done)
+                    publish.log.add(row.student, row.assignment, keys[(row.student, row.assignment)],
+                                    status=row.status, total=row.total,
+                                    seconds=round(row.seconds, 2))
+                    rows.append(row)
+                    failed += row.status == "failed"
+                    bar.set_postfix_str(f"failed={failed}, last {row.student}/{row.assignment}",
+                                        refresh=False)
+                    bar.update(1)
+        except KeyboardInterrupt:
+            bar.close()
+            print(f"\ninterrupted: {len(rows)} submission(s) graded and saved, "
+                  f"{len(tasks) - len(rows)} left; run the same command again to finish "
+                  "(finished ones are skipped)", file=sys.stderr)
+            raise
+        finally:
+            bar.close()
+        try:
+            canary.check(infos, "end")
+        except PipelineError as exc:
+            for row in rows:  # the next run grades them again
+                publish.log.add(row.student, row.assignment, None, status="canary failed")
+            raise PipelineError(f"{exc}. The {len(rows)} row(s) this run wrote to "
+                                f"{out / 'grades.csv'} cannot be trusted: fix the course, then "
+                                "run the same command again (it grades them again)") from None
+        if slice_ is not None:
+            shard.write_manifest(out, slice_, whole_class,
+                                 sorted((s, a) for s, a, _, _ in found), finished=True)
+    rows += _read_back(skipped, out, infos)
+    rows.sort(key=lambda r: (r.student, r.assignment))
     review = sum(r.status == "review" for r in rows)
-    print(f"graded {len(rows)} submission(s) in {time.perf_counter() - start:.0f} s: "
-          f"{failed} failed, {review} to review -> {out / 'grades.csv'}")
+    print(f"graded {len(tasks)} submission(s) in {time.perf_counter() - start:.0f} s with "
+          f"{jobs} job(s) ({len(skipped)} kept from earlier runs): "
+          f"{sum(r.status == 'failed' for r in rows)} failed, {review} to review -> "
+          f"{out / 'grades.csv'}")
     return rows
 
 
-_CANARY_CACHE = ".canary.json"
+def _plan(found: list[tuple[str, str, Path | None, str]], versions: dict[str, str], out: Path,
+          course: Course, force: bool) -> tuple[list[tuple[Any, ...]], list[tuple[str, str]]]:
+    """Split the batch: (to grade, with their keys) and (already graded under the same key).
 
-
-class _Canary:
-    """The batch's canary: the solutions must score full marks, the blank release 0.
-
-    Graded (in a throwaway course, with this run's sandbox and seed) at the start and at the end
-    of a run. A passed canary is remembered by the hash of everything its result depends on
-    (course_lib's code, the notebooks, the config, a hash of the seed): the same inputs give
-    the same scores, so an unchanged course is not graded again, not even at the end of a run.
+    A submission is kept only when the resume record has its key, grades.csv has its row and
+    the gradebook has its entry (a gradebook or grades.csv replaced since is graded again).
     """
+    earlier = ResumeLog(out / RESUME_FILE).load()
+    _, table = grades_csv.read_table(out / "grades.csv")
+    in_csv = {(r["student"], r["assignment"]) for r in table}
+    in_db: set[tuple[str, str]] = set()
+    if not force and earlier:
+        from nbgrader.api import MissingEntry
 
-    def __init__(self, root: Path, tmp: Path, grading: _Grading, timeout: float | None,
-                 cache: Path) -> None:
-        self.root, self.tmp, self.grading, self.timeout, self.cache = root, tmp, grading, timeout, cache
-        self.graded = 0  # canary gradings done (0 when the cache answered)
-
-    def _key(self, info: _AssignmentInfo) -> str:
-        import hashlib
-
-        import course_lib
-
-        h = hashlib.sha256()
-        files = sorted(Path(course_lib.__file__).parent.rglob("*.py"))
-        files += sorted((self.root / "solutions" / info.name).rglob("*.ipynb"))
-        files += [self.root / "nbgrader_config.py"]  # (the release is made from these)
-        for path in files:
-            h.update(str(path).encode() + b"\0" + path.read_bytes())
-        h.update(hashlib.sha256(self.grading.seed.encode()).digest())
-        h.update(repr((self.timeout, self.grading.unsafe)).encode())
-        return h.hexdigest()
-
-    def _cached(self) -> dict:
-        import json
-
-        try:
-            return json.loads(self.cache.read_text())
-        except (OSError, ValueError):
-            return {}
-
-    def check(self, infos: dict[str, _AssignmentInfo], when: str) -> None:
-        import json
-
-        cached = self._cached()
-        for name, info in infos.items():
-            key = self._key(info)
-            if cached.get(name) == key:
-                continue
-            problems = self._grade(info, when)
-            if problems:
-                raise PipelineError(f"canary failed at the {when} of the run, so nothing was "
-                                    f"published: {'; '.join(problems)}. The course or the "
-                                    "grading machinery is broken (or was tampered with): run "
-                                    f"`course validate {name}`")
-            cached[name] = key
-            tmp = self.cache.with_suffix(".tmp")
-            tmp.write_text(json.dumps(cached, indent=1))
-            tmp.replace(self.cache)
-
-    def _grade(self, info: _AssignmentInfo, when: str) -> list[str]:
-        folder = self.tmp / f"canary-{when}-{info.name}"
-        shutil.copytree(self.root / "solutions" / info.name, folder / "solutions" / info.name,
-                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-        course = _Course(folder, config_root=self.root, db_path=folder / "gradebook.db",
-                         release_dir=folder / "release", exchange_dir=folder / "exchange",
-                         timeout=self.timeout, grading=self.grading)
-        info = course.generate(info.name)
-        solution = course.grade_submission("canary-solutions", info,
-                                           self.root / "solutions" / info.name, None)
-        blank = course.grade_submission("canary-release", info, info.release_dir, None)
-        self.graded += 2
-        problems = []
-        if solution.total < info.max_score:
-            problems.append(f"the solutions of {info.name} scored {solution.total:g}/"
-                            f"{info.max_score:g} ({solution.reason or solution.status})")
-        if blank.status == "failed" or blank.total > 0:
-            problems.append(f"the blank release of {info.name} scored {blank.total:g} "
-                            f"({blank.reason or blank.status})")
-        return problems
+        with course.gradebook() as gb:
+            for a in versions:
+                try:
+                    in_db |= {(sub.student.id, a) for sub in gb.find_assignment(a).submissions}
+                except MissingEntry:
+                    pass
+    todo, skipped = [], []
+    for s, a, folder, problem in found:
+        key = grading_key(submission_digest(folder, problem), versions[a])
+        if (not force and earlier.get((s, a), {}).get("key") == key and (s, a) in in_csv
+                and (s, a) in in_db):
+            skipped.append((s, a))
+        else:
+            todo.append((s, a, folder, problem, key))
+    return todo, skipped
 
 
-def _publish_feedback(rows: Sequence[GradeRow], staged: Path, dest: Path) -> None:
-    """Move each row's feedback from the staging folder to ``dest`` (replacing older pages)."""
-    for row in rows:
-        target = dest / row.student / row.assignment
-        pages = []
-        for page in row.feedback:
-            if target.exists() and target.resolve() != page.parent.resolve() and not pages:
-                for old in target.glob("*.html"):
-                    old.unlink()
-            target.mkdir(parents=True, exist_ok=True)
-            if (target / page.name).resolve() != page.resolve():
+def _read_back(pairs: list[tuple[str, str]], out: Path,
+               infos: dict[str, AssignmentInfo]) -> list[GradeRow]:
+    """The rows of submissions kept from earlier runs, as grades.csv has them."""
+    if not pairs:
+        return []
+    cols = grades_csv.columns(infos)
+    _, table = grades_csv.read_table(out / "grades.csv")
+    wanted = set(pairs)
+    rows = []
+    for rec in table:
+        if (rec["student"], rec["assignment"]) in wanted:
+            row = grades_csv.row_from_record(rec, infos[rec["assignment"]], cols)
+            row.feedback = sorted((out / "feedback" / row.student / row.assignment).glob("*.html"))
+            rows.append(row)
+    return rows
+
+
+class _Publisher:
+    """Writes one finished submission into the gradebook, the course folders, feedback and
+    grades.csv (in that order; the resume record comes last, from the caller)."""
+
+    def __init__(self, course: Course, course_dir: Path, out: Path,
+                 infos: dict[str, AssignmentInfo], feedback: bool) -> None:
+        self.course, self.course_dir, self.out = course, course_dir, out
+        self.infos, self.feedback = infos, feedback
+        self.log = ResumeLog(out / RESUME_FILE)
+
+    def __call__(self, done: Done) -> GradeRow:
+        from course_lib.autograde.gradebook import forget_submission, put_submission
+
+        row, s, a = done.row, done.task.student, done.task.assignment
+        with self.course.gradebook() as gb:
+            if done.scores is not None:
+                put_submission(gb, done.scores)
+            else:
+                forget_submission(gb, a, s)
+        for step in NBGRADER_STEPS:
+            dest = self.course_dir / step / s / a
+            if dest.exists():
+                make_writable(dest)
+                shutil.rmtree(dest)
+            src = done.course_dir / step / s / a if done.course_dir is not None else None
+            if src is not None and src.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(src, dest)
+        if self.feedback:
+            target = self.out / "feedback" / s / a
+            for old in target.glob("*.html"):
+                old.unlink()
+            pages = []
+            for page in row.feedback:
+                target.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(page, target / page.name)
-            pages.append(target / page.name)
-        row.feedback = pages
-    shutil.rmtree(staged, ignore_errors=True)
-
-
-def _columns(infos: dict[str, _AssignmentInfo]) -> dict[tuple[str, str, str], str]:
-    """One column per graded cell: its grade_id, prefixed only where two would clash."""
-    cols: dict[tuple[str, str, str], str] = {}
-    taken: set[str] = set()
-    for name, info in infos.items():
-        for nb in info.notebooks:
-            for gid, _ in nb.grade_cells:
-                label = gid
-                if label in taken:
-                    label = f"{name}/{nb.name}/{gid}"
-                taken.add(label)
-                cols[(name, nb.name, gid)] = label
-    return cols
-
-
-_TAIL = ["total", "max", "status", "reason"]
-
-
-def write_grades_csv(path: Path, rows: Sequence[GradeRow], infos: dict[str, _AssignmentInfo]) -> None:
-    """Write grades.csv: student, assignment, one column per exercise, total, max, status, reason.
-
-    Rows of an existing grades.csv are kept, except those of the (student, assignment) pairs
-    graded now, which are replaced: grading one late submission leaves the others' rows alone.
-    """
-    cols = _columns(infos)
-    old_rows: list[dict[str, str]] = []
-    old_cols: list[str] = []
-    if path.is_file():
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            fields = list(reader.fieldnames or [])
-            if fields[:2] == ["student", "assignment"] and fields[-4:] == _TAIL:
-                old_cols = fields[2:-4]
-                now = {(r.student, r.assignment) for r in rows}
-                old_rows = [r for r in reader if (r["student"], r["assignment"]) not in now]
-    labels = list(cols.values()) + [c for c in old_cols if c not in cols.values()]
-    header = ["student", "assignment", *labels, *_TAIL]
-    table = [{k: v or "" for k, v in r.items() if k in header} for r in old_rows]
-    for r in rows:
-        points = {label: "" for label in labels}
-        for (nb, gid), score in r.scores.items():
-            points[cols[(r.assignment, nb, gid)]] = f"{score:g}"
-        table.append({"student": r.student, "assignment": r.assignment, **points,
-                      "total": f"{r.total:g}", "max": f"{r.max_score:g}", "status": r.status,
-                      "reason": r.reason})
-    table.sort(key=lambda r: (r["student"], r["assignment"]))
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=header, restval="")
-        writer.writeheader()
-        writer.writerows(table)
-    tmp.replace(path)
+                pages.append(target / page.name)
+            if done.course_dir is not None:
+                shutil.rmtree(done.course_dir / "staged-feedback" / s / a, ignore_errors=True)
+            row.feedback = pages
+        write_grades_csv(self.out / "grades.csv", [row], self.infos)
+        return row

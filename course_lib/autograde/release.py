@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from course_lib.autograde._course import _grading_env, course_root, list_assignments
-from course_lib.autograde._nbcourse import _Course
+from course_lib.autograde._course import course_root, grading_env, list_assignments
+from course_lib.autograde._nbcourse import Course
 
 # Cell metadata that carries meaning in a released notebook; everything else (execution
 # timings, collapsed/scrolled flags, editor state) differs between authors' machines.
@@ -53,7 +53,7 @@ def normalize_notebook(nb: Any) -> str:
 
 def _release_files(root: Path, scratch: Path) -> dict[str, bytes]:
     """Generate every release into ``scratch``; return {path under root: bytes to write}."""
-    course = _Course(root, release_dir=scratch / "release", db_path=scratch / "gradebook.db",
+    course = Course(root, release_dir=scratch / "release", db_path=scratch / "gradebook.db",
                      exchange_dir=scratch / "exchange")
     release_step = Path("notebooks")
     files: dict[str, bytes] = {}
@@ -87,7 +87,7 @@ def release(root: str | os.PathLike | None = None, *, check: bool = False) -> li
     if not list_assignments(root):
         raise ValueError(f"{root / 'solutions'} holds no assignment: expected "
                          "solutions/<name>/<name>.ipynb")
-    with tempfile.TemporaryDirectory(prefix="course-release-") as tmp, _grading_env(None):
+    with tempfile.TemporaryDirectory(prefix="course-release-") as tmp, grading_env(None):
         files = _release_files(root, Path(tmp))
     changed = []
     for rel, data in files.items():

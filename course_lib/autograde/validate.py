@@ -14,12 +14,12 @@ from pathlib import Path
 
 from course_lib.autograde._course import (
     PipelineError,
-    _grading_env,
     course_root,
+    grading_env,
     grading_seed,
     list_assignments,
 )
-from course_lib.autograde._nbcourse import _Course, _Grading
+from course_lib.autograde._nbcourse import Course, Grading
 from course_lib.autograde._sandbox import sandbox_problem
 
 
@@ -71,14 +71,14 @@ def validate(assignments: Sequence[str] | None = None, *, root: str | os.PathLik
     root = course_root(root)
     names = _check_assignments(root, assignments)
     results = []
-    with tempfile.TemporaryDirectory(prefix="course-validate-") as tmp, _grading_env(None):
+    with tempfile.TemporaryDirectory(prefix="course-validate-") as tmp, grading_env(None):
         tmp_root = Path(tmp)
         # The course's own notebooks: sandboxed where bubblewrap works, trusted otherwise.
-        grading = _Grading(tmp_root, grading_seed(root), unsafe=bool(sandbox_problem()))
+        grading = Grading(tmp_root, grading_seed(root), unsafe=bool(sandbox_problem()))
         for name in names:
             shutil.copytree(root / "solutions" / name, tmp_root / "solutions" / name,
                             ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-        course = _Course(tmp_root, config_root=root, db_path=tmp_root / "gradebook.db",
+        course = Course(tmp_root, config_root=root, db_path=tmp_root / "gradebook.db",
                          exchange_dir=tmp_root / "exchange", timeout=timeout, grading=grading)
         for name in names:
             try:
