@@ -54,10 +54,10 @@ def causal_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
     Returns:
         0-dim mean over the non-ignored predicted positions (computed in float32).
     """
-    V = logits.shape[-1]
-    return F.cross_entropy(
-        logits[:, :-1].reshape(-1, V).float(), labels[:, 1:].reshape(-1), ignore_index=-100
-    )
+    # Shift the labels, not the logits: logits[:, :-1] would copy the (B, T-1, V) tensor, the
+    # largest in the model. The last position gets the ignored label -100 (nothing follows it).
+    targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
 
 def resolve_cache(
@@ -94,11 +94,16 @@ def check_inputs(
         )
     if input_ids.shape[1] == 0:
         raise ValueError("input_ids is empty: give at least one token per row")
-    if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= vocab_size):
-        raise ValueError(
-            f"token ids must lie in [0, {vocab_size}), got min {input_ids.min().item()} and max "
-            f"{input_ids.max().item()}: was the text encoded with this model's tokenizer?"
-        )
+    # The id range is read on the CPU only. On a GPU, min() and max() would travel back to the
+    # host and stall the queue of kernels on every call, and under torch.compile the branch
+    # would split the graph; there an id out of range fails inside the embedding lookup instead.
+    if input_ids.numel() and input_ids.device.type == "cpu" and not torch.compiler.is_compiling():
+        low, high = input_ids.aminmax()
+        if low < 0 or high >= vocab_size:
+            raise ValueError(
+                f"token ids must lie in [0, {vocab_size}), got min {low.item()} and max "
+                f"{high.item()}: was the text encoded with this model's tokenizer?"
+            )
     if past + input_ids.shape[1] > max_positions:
         raise ValueError(
             f"{past} cached + {input_ids.shape[1]} new tokens exceed the model's {max_positions} "

@@ -280,6 +280,34 @@ def test_bad_inputs_name_the_fix():
         GPT({"vocab_size": 20})
 
 
+def test_training_step_compiles_as_one_graph_and_matches_eager():
+    """``torch.compile`` traces the training loss (forward, input checks, loss) as one graph: no
+    check reads a tensor's value back to the host (a graph break, and a GPU sync in eager mode).
+    Compiled with autograd traced ahead of time (``aot_eager``), loss and gradients equal eager."""
+    import torch._dynamo
+
+    from course_lib.training import lm_loss
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2))
+    x = ids(50, 2, 16)
+    losses = {"lm_loss": lambda a: lm_loss(model, a[:, :-1], a[:, 1:]),
+              "labels": lambda a: model(a, labels=a).loss}
+    for name, fn in losses.items():
+        explanation = torch._dynamo.explain(fn)(x)
+        assert explanation.graph_break_count == 0, (name, explanation.break_reasons)
+        torch._dynamo.reset()
+        eager = fn(x)
+        grads = torch.autograd.grad(eager, list(model.parameters()))
+        compiled = torch.compile(fn, backend="aot_eager")(x)
+        compiled_grads = torch.autograd.grad(compiled, list(model.parameters()))
+        torch.testing.assert_close(compiled, eager)
+        for a, b in zip(compiled_grads, grads):
+            torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="tokenizer"):  # eager on the CPU still checks the range
+        model(torch.tensor([[-1, 3]]))
+
+
 def test_from_hf_rejects_what_it_cannot_copy():
     hf = tiny_hf(CONFIGS[1].values[0])
     hf.config.activation_function = "relu"
