@@ -1,0 +1,407 @@
+"""Greedy decoding at speed: a static KV cache, a fixed-shape decode step and CUDA graphs.
+
+What changed from :func:`course_lib.generation.generate` (the lesson's loop, which stays the
+plain default):
+
+- **Static KV cache.** :class:`StaticKVCache` allocates the keys and values of every position
+  up to ``max_len`` once; a step writes its new keys in place instead of ``torch.cat``-ing a
+  longer tensor every token.
+- **A fixed-shape step.** Every decoding step attends to all ``max_len`` cached positions and
+  masks the ones not written yet, reads its RoPE angles (or position embedding) from a table
+  with a position *tensor*, and picks the next token on the device. Tensor shapes and
+  addresses are then the same at every step, and no number travels back to Python.
+- **Fewer, bigger operations.** q, k and v come from one matrix product (so do Llama's gate
+  and up projections); grouped-query attention uses ``scaled_dot_product_attention(...,
+  enable_gqa=True)`` instead of copying key/value heads with ``repeat_kv``; only the last
+  position's logits are computed.
+- **CUDA graphs.** Because the step has fixed shapes and never synchronises, on a GPU it can be
+  recorded once as a CUDA graph and replayed: one launch per token instead of several hundred
+  kernel launches, each a few microseconds of Python and driver work. On a CPU the same step
+  runs eagerly (``torch.compile`` can fuse it further: ``compile=True``).
+
+The step is written over the model's own modules and weights (our ``GPT`` and ``Llama``), so
+``tests/test_fast_decoding.py`` can prove that it returns the same tokens as ``generate`` and
+the same logits within float32 rounding.
+
+    decoder = StaticDecoder(model, batch_size=1, max_len=prompt_len + 128)
+    out = decoder.generate(input_ids, 128)        # == generate(model, input_ids, 128)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from course_lib.attention import KVCache, rope_cos_sin
+
+__all__ = ["StaticDecoder", "StaticKVCache", "fast_generate"]
+
+
+# --------------------------------------------------------------------------------------------
+# The static cache
+# --------------------------------------------------------------------------------------------
+
+
+class StaticKVCache(KVCache):
+    """A :class:`~course_lib.attention.KVCache` whose memory is allocated once, for ``max_len``
+    positions of every layer.
+
+    Two ways to fill it:
+
+    - ``update(layer_idx, k, v)``, as ``KVCache``: append after what the layer holds and get back
+      (a view of) everything so far; our ``GPT`` and ``Llama`` accept it as ``past_key_values``.
+    - ``write(layer_idx, positions, k, v)``: put keys at the given positions (a tensor, so the
+      call needs no number from Python) and get back the *whole* buffers, ``max_len`` long; the
+      caller masks the positions not written yet. This is what the fixed-shape step uses.
+
+    Example:
+        >>> cache = StaticKVCache(n_layers=1, batch_size=1, n_kv_heads=2, max_len=8, head_dim=4)
+        >>> k, v = cache.update(0, torch.ones(1, 2, 5, 4), torch.ones(1, 2, 5, 4))
+        >>> k.shape, cache.get_seq_length(), cache.keys.shape
+        (torch.Size([1, 2, 5, 4]), 5, torch.Size([1, 1, 2, 8, 4]))
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        sizes = {
+            "n_layers": n_layers,
+            "batch_size": batch_size,
+            "n_kv_heads": n_kv_heads,
+            "max_len": max_len,
+            "head_dim": head_dim,
+        }
+        for name, value in sizes.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        shape = (n_layers, batch_size, n_kv_heads, max_len, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)  # (L, B, H_kv, max_len, D)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_len = max_len
+        self.lengths = [0] * n_layers  # positions filled by update(), per layer
+
+    def update(self, layer_idx: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Write k, v (B, H_kv, T_new, D) after the layer's cached positions; return (B, H_kv,
+        T_past + T_new, D) views of its keys and values (no copy, no new memory)."""
+        start = self.lengths[layer_idx]
+        end = start + k.shape[-2]
+        if end > self.max_len:
+            raise ValueError(
+                f"the cache holds {self.max_len} positions, {end} needed: "
+                "build the StaticKVCache with a larger max_len"
+            )
+        self.keys[layer_idx, :, :, start:end] = k
+        self.values[layer_idx, :, :, start:end] = v
+        self.lengths[layer_idx] = end
+        return self.keys[layer_idx, :, :, :end], self.values[layer_idx, :, :, :end]
+
+    def write(
+        self, layer_idx: int, positions: Tensor, k: Tensor, v: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Write k, v (B, H_kv, T, D) at ``positions`` (T,) and return the layer's whole buffers
+        (B, H_kv, max_len, D). Fixed shapes, no host synchronisation: safe in a CUDA graph."""
+        self.keys[layer_idx].index_copy_(2, positions, k)
+        self.values[layer_idx].index_copy_(2, positions, v)
+        return self.keys[layer_idx], self.values[layer_idx]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Positions filled by ``update`` in ``layer_idx`` (``write`` leaves the count alone)."""
+        return self.lengths[layer_idx] if layer_idx < len(self.lengths) else 0
+
+    def reorder(self, beam_idx: Tensor) -> None:
+        """Keep batch rows ``beam_idx`` (B,) in every layer, in place (for beam search)."""
+        if beam_idx.dim() != 1 or beam_idx.numel() != self.keys.shape[1]:
+            raise ValueError(
+                f"beam_idx must hold one row per batch row ({self.keys.shape[1]}), "
+                f"got shape {tuple(beam_idx.shape)}"
+            )
+        idx = beam_idx.to(self.keys.device)
+        self.keys.copy_(self.keys.index_select(1, idx))
+        self.values.copy_(self.values.index_select(1, idx))
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __repr__(self) -> str:
+        return f"StaticKVCache(keys={tuple(self.keys.shape)}, lengths[0]={self.lengths[0]})"
+
+
+# --------------------------------------------------------------------------------------------
+# The fixed-shape step, one per architecture
+# --------------------------------------------------------------------------------------------
+
+
+def _visible(positions: Tensor, max_len: int) -> Tensor:
+    """(T, max_len) bool: query at ``positions[i]`` may see cached position j iff j <= it."""
+    return torch.arange(max_len, device=positions.device)[None, :] <= positions[:, None]
+
+
+def _heads(x: Tensor, n_heads: int) -> Tensor:
+    B, T, _ = x.shape
+    return x.view(B, T, n_heads, -1).transpose(1, 2)  # (B, H, T, D)
+
+
+def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """``course_lib.attention.apply_rope`` without its argument checks (they cost time per call)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+class _LlamaStep:
+    """``Llama.forward`` for tokens at given positions, on a static cache; logits of the last."""
+
+    def __init__(self, model: nn.Module, cache: StaticKVCache) -> None:
+        c = model.config
+        self.model, self.cache, self.config = model, cache, c
+        with torch.no_grad():
+            self.w_qkv = [
+                torch.cat(
+                    [
+                        b.self_attn.q_proj.weight,
+                        b.self_attn.k_proj.weight,
+                        b.self_attn.v_proj.weight,
+                    ]
+                )
+                for b in model.model.layers
+            ]
+            self.w_gate_up = [
+                torch.cat([b.mlp.gate_proj.weight, b.mlp.up_proj.weight])
+                for b in model.model.layers
+            ]
+        weight = model.model.embed_tokens.weight
+        cos, sin = rope_cos_sin(cache.max_len, c.head_dim, c.rope_theta, device=weight.device)
+        self.cos, self.sin = cos.to(weight.dtype), sin.to(weight.dtype)  # (max_len, D)
+        D = c.head_dim
+        self.sizes = (
+            c.num_attention_heads * D,
+            c.num_key_value_heads * D,
+            c.num_key_value_heads * D,
+        )
+
+    def __call__(self, input_ids: Tensor, positions: Tensor) -> Tensor:
+        c, m = self.config, self.model
+        cos, sin = self.cos[positions], self.sin[positions]  # (T, D)
+        mask = _visible(positions, self.cache.max_len)
+        x = m.model.embed_tokens(input_ids)  # (B, T, C)
+        for i, block in enumerate(m.model.layers):
+            h = block.input_layernorm(x)
+            q, k, v = F.linear(h, self.w_qkv[i]).split(self.sizes, dim=-1)
+            q = _rope(_heads(q, c.num_attention_heads), cos, sin)  # (B, H, T, D)
+            k = _rope(_heads(k, c.num_key_value_heads), cos, sin)  # (B, H_kv, T, D)
+            k, v = self.cache.write(i, positions, k, _heads(v, c.num_key_value_heads))
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+            x = x + block.self_attn.o_proj(y.transpose(1, 2).flatten(2))
+            gate, up = F.linear(block.post_attention_layernorm(x), self.w_gate_up[i]).chunk(2, -1)
+            x = x + block.mlp.down_proj(F.silu(gate) * up)
+        return m.lm_head(m.model.norm(x[:, -1]))  # (B, V): the last position only
+
+
+class _GPTStep:
+    """``GPT.forward`` (eval mode) for tokens at given positions, on a static cache."""
+
+    def __init__(self, model: nn.Module, cache: StaticKVCache) -> None:
+        self.model, self.cache, self.n_head = model, cache, model.config.n_head
+
+    def __call__(self, input_ids: Tensor, positions: Tensor) -> Tensor:
+        t = self.model.transformer
+        mask = _visible(positions, self.cache.max_len)
+        x = t.wte(input_ids) + t.wpe(positions)  # (B, T, C)
+        for i, block in enumerate(t.h):
+            q, k, v = block.attn.c_attn(block.ln_1(x)).chunk(3, dim=-1)
+            q, k, v = (_heads(z, self.n_head) for z in (q, k, v))  # (B, H, T, D)
+            k, v = self.cache.write(i, positions, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            x = x + block.attn.c_proj(y.transpose(1, 2).flatten(2))
+            x = x + block.mlp(block.ln_2(x))
+        return self.model.lm_head(t.ln_f(x[:, -1]))
+
+
+def _step_for(model: nn.Module, batch_size: int, max_len: int):
+    from course_lib.gpt import GPT
+    from course_lib.llama import Llama
+
+    c = getattr(model, "config", None)
+    if isinstance(model, Llama):
+        shape, limit, kind = (
+            (c.num_hidden_layers, c.num_key_value_heads, c.head_dim),
+            c.max_position_embeddings,
+            _LlamaStep,
+        )
+    elif isinstance(model, GPT):
+        shape, limit, kind = (c.n_layer, c.n_head, c.n_embd // c.n_head), c.n_positions, _GPTStep
+    else:
+        raise TypeError(
+            f"StaticDecoder runs course_lib's GPT and Llama, got {type(model).__name__}"
+            ": convert a Hugging Face model with GPT.from_hf / Llama.from_hf"
+        )
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or not 1 <= max_len <= limit:
+        raise ValueError(
+            f"max_len must be an int in [1, {limit}] (the model's context), got {max_len!r}"
+        )
+    n_layers, n_kv_heads, head_dim = shape
+    weight = next(model.parameters())
+    cache = StaticKVCache(
+        n_layers,
+        batch_size,
+        n_kv_heads,
+        max_len,
+        head_dim,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
+    return kind(model, cache), cache
+
+
+# --------------------------------------------------------------------------------------------
+# The decoder
+# --------------------------------------------------------------------------------------------
+
+
+class StaticDecoder:
+    """Greedy decoding of one model for batches of ``batch_size`` prompts, up to ``max_len``
+    positions (prompt included), on a static cache; one CUDA graph per token on a GPU.
+
+    Build it once and call :meth:`generate` as often as you like: the cache and the graph are
+    reused (a prompt simply overwrites the positions it needs).
+
+    Args:
+        model: our ``GPT`` or ``Llama``, in eval mode.
+        batch_size: B, the prompts per call.
+        max_len: longest prompt + new tokens (the cache's length).
+        cuda_graph: record the decoding step as a CUDA graph; None means "when on CUDA".
+        compile: ``torch.compile`` the step (fuses elementwise work; compiling takes a while).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batch_size: int,
+        max_len: int,
+        *,
+        cuda_graph: bool | None = None,
+        compile: bool = False,
+    ) -> None:
+        if model.training:
+            raise ValueError("StaticDecoder needs the model in eval mode: call model.eval() first")
+        self.step, self.cache = _step_for(model, batch_size, max_len)
+        self.batch_size, self.max_len = batch_size, max_len
+        device = self.cache.keys.device
+        if cuda_graph is None:
+            cuda_graph = device.type == "cuda"
+        if cuda_graph and device.type != "cuda":
+            raise ValueError(
+                f"CUDA graphs need a CUDA model, this one is on {device}: "
+                "pass cuda_graph=False (or None)"
+            )
+        self.decode = torch.compile(self.step, dynamic=False) if compile else self.step
+        # the step's fixed inputs: the newest token of each row and its position
+        self.token = torch.zeros(batch_size, 1, dtype=torch.long, device=device)
+        self.position = torch.zeros(1, dtype=torch.long, device=device)
+        self.graph = self._record() if cuda_graph else None
+
+    @torch.no_grad()
+    def advance(self) -> None:
+        """One decoding step on the fixed buffers: the token at ``position`` goes in, the next
+        greedy token replaces it, ``position`` moves on by one. No host synchronisation."""
+        logits = self.decode(self.token, self.position)  # (B, V)
+        self.token.copy_(logits.argmax(dim=-1, keepdim=True))
+        self.position.add_(1)
+
+    def _record(self) -> torch.cuda.CUDAGraph:
+        """Record ``advance`` as a CUDA graph (after warm-up runs on a side stream, as the
+        ``torch.cuda.graph`` documentation asks). The warm-up writes junk at positions 0-2 of
+        the cache; every prompt overwrites them before they are read."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(3):
+                self.advance()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            self.advance()
+        return graph
+
+    @torch.no_grad()
+    def generate(self, input_ids: Tensor, max_new_tokens: int) -> Tensor:
+        """Greedy continuation: equals ``generate(model, input_ids, max_new_tokens)``.
+
+        Args:
+            input_ids: (B, T) prompt ids, B = ``batch_size``, T + max_new_tokens <= ``max_len``.
+            max_new_tokens: how many tokens to add, >= 0.
+
+        Returns:
+            (B, T + max_new_tokens) ids, prompt included.
+        """
+        if (
+            not isinstance(input_ids, Tensor)
+            or input_ids.dim() != 2
+            or input_ids.is_floating_point()
+        ):
+            raise TypeError("input_ids must be an integer tensor of shape (B, T)")
+        B, T = input_ids.shape
+        if B != self.batch_size:
+            raise ValueError(
+                f"this decoder was built for batch_size={self.batch_size}, got {B} "
+                "prompts: build another StaticDecoder"
+            )
+        if (
+            isinstance(max_new_tokens, bool)
+            or not isinstance(max_new_tokens, int)
+            or max_new_tokens < 0
+        ):
+            raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+        if T + max_new_tokens > self.max_len:
+            raise ValueError(
+                f"prompt ({T}) + max_new_tokens ({max_new_tokens}) exceeds "
+                f"max_len={self.max_len}: build the decoder with a larger max_len"
+            )
+        out = torch.empty(B, T + max_new_tokens, dtype=torch.long, device=self.token.device)
+        out[:, :T] = input_ids
+        if max_new_tokens == 0:
+            return out
+        positions = torch.arange(T, device=self.token.device)
+        logits = self.step(input_ids.to(self.token.device), positions)  # the prompt, once
+        self.token.copy_(logits.argmax(dim=-1, keepdim=True))
+        self.position.fill_(T)
+        out[:, T] = self.token[:, 0]
+        for t in range(T + 1, T + max_new_tokens):
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self.advance()
+            out[:, t] = self.token[:, 0]
+        return out
+
+
+def fast_generate(
+    model: nn.Module,
+    input_ids: Tensor,
+    max_new_tokens: int,
+    *,
+    cuda_graph: bool | None = None,
+    compile: bool = False,
+) -> Tensor:
+    """Greedy decoding through a :class:`StaticDecoder` built for this one call.
+
+    Same tokens as ``course_lib.generation.generate(model, input_ids, max_new_tokens)``. For
+    repeated calls, build the ``StaticDecoder`` once (recording the graph, or compiling, costs
+    more than a short generation).
+    """
+    decoder = StaticDecoder(
+        model,
+        input_ids.shape[0],
+        input_ids.shape[1] + max_new_tokens,
+        cuda_graph=cuda_graph,
+        compile=compile,
+    )
+    return decoder.generate(input_ids, max_new_tokens)

@@ -1,0 +1,207 @@
+"""course_lib.fast_decoding: the static cache and the fixed-shape step equal the plain path.
+
+Tokens are compared exactly; logits within a tolerance derived from the computation itself:
+the plain model's own float32 rounding error, measured against the same model in float64.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from course_lib.attention import KVCache
+from course_lib.fast_decoding import StaticDecoder, StaticKVCache, fast_generate
+from course_lib.generation import generate
+from course_lib.gpt import GPT, GPTConfig
+from course_lib.llama import Llama, LlamaConfig
+
+
+def tiny_llama(kv_heads: int = 2, dtype: torch.dtype = torch.float32) -> Llama:
+    config = LlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=64,
+        rope_theta=500.0,
+    )
+    torch.manual_seed(0)
+    model = Llama(config)
+    with torch.no_grad():  # weights larger than the init: logits of order 1, few near-ties
+        for name, p in model.named_parameters():
+            p.copy_(
+                1 + 0.3 * torch.randn_like(p)
+                if name.endswith("norm.weight")
+                else 0.15 * torch.randn_like(p)
+            )
+    return model.to(dtype).eval()
+
+
+def tiny_gpt(dtype: torch.dtype = torch.float32) -> GPT:
+    config = GPTConfig(vocab_size=89, n_positions=64, n_embd=32, n_layer=2, n_head=4)
+    torch.manual_seed(0)
+    model = GPT(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.15)
+    return model.to(dtype).eval()
+
+
+MODELS = {
+    "llama-gqa": lambda dtype=torch.float32: tiny_llama(2, dtype),
+    "llama-mqa": lambda dtype=torch.float32: tiny_llama(1, dtype),
+    "gpt": tiny_gpt,
+}
+
+
+def prompts(vocab: int, B: int = 2, T: int = 7, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+# --- the static cache -----------------------------------------------------------------------
+
+
+def test_static_cache_update_equals_kv_cache():
+    static, plain = StaticKVCache(2, 3, 2, 10, 4), KVCache()
+    g = torch.Generator().manual_seed(0)
+    for T in (4, 1, 2):
+        for layer in range(2):
+            k, v = torch.randn(3, 2, T, 4, generator=g), torch.randn(3, 2, T, 4, generator=g)
+            got, expected = static.update(layer, k, v), plain.update(layer, k, v)
+            assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert static.get_seq_length() == plain.get_seq_length() == 7
+    assert static.keys.data_ptr() == static.update(0, k, v)[0].data_ptr()  # a view, not a copy
+    with pytest.raises(ValueError, match="larger max_len"):
+        static.update(0, torch.zeros(3, 2, 3, 4), torch.zeros(3, 2, 3, 4))
+
+
+def test_static_cache_write_puts_keys_at_the_positions():
+    cache = StaticKVCache(1, 1, 1, 6, 2)
+    k, v = torch.arange(4.0).view(1, 1, 2, 2), -torch.arange(4.0).view(1, 1, 2, 2)
+    keys, values = cache.write(0, torch.tensor([4, 1]), k, v)
+    assert keys.shape == (1, 1, 6, 2)
+    assert torch.equal(keys[0, 0, 4], k[0, 0, 0]) and torch.equal(keys[0, 0, 1], k[0, 0, 1])
+    assert torch.equal(values[0, 0, 1], v[0, 0, 1])
+    assert keys[0, 0, [0, 2, 3, 5]].abs().sum() == 0  # nothing else written
+
+
+def test_static_cache_reorder_keeps_the_chosen_rows():
+    cache = StaticKVCache(2, 3, 1, 4, 2)
+    cache.update(0, torch.arange(3.0).view(3, 1, 1, 1).expand(3, 1, 2, 2), torch.zeros(3, 1, 2, 2))
+    cache.reorder(torch.tensor([2, 2, 0]))
+    assert cache.keys[0, :, 0, 0, 0].tolist() == [2.0, 2.0, 0.0]
+    with pytest.raises(ValueError, match="one row per batch row"):
+        cache.reorder(torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("which", MODELS)
+def test_plain_models_accept_the_static_cache(which):
+    """Our GPT and Llama run unchanged on a StaticKVCache: no torch.cat, same logits."""
+    model = MODELS[which]()
+    c = model.config
+    if isinstance(model, Llama):
+        static = StaticKVCache(c.num_hidden_layers, 2, c.num_key_value_heads, 20, c.head_dim)
+    else:
+        static = StaticKVCache(c.n_layer, 2, c.n_head, 20, c.n_embd // c.n_head)
+    ids = prompts(c.vocab_size, T=9)
+    with torch.no_grad():
+        a = model(ids[:, :6], past_key_values=static)
+        b = model(ids[:, 6:], past_key_values=static)
+        full = model(ids).logits
+    torch.testing.assert_close(torch.cat([a.logits, b.logits], dim=1), full)
+    assert b.past_key_values is static and static.get_seq_length() == 9
+
+
+# --- the fixed-shape step -------------------------------------------------------------------
+
+
+def step_logits(model: torch.nn.Module, ids: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B, T, V) logits of the fast step: the first 3 tokens as a prompt, then one at a time."""
+    decoder = StaticDecoder(model, ids.shape[0], max_len)
+    logits = [decoder.step(ids[:, :3], torch.arange(3))]
+    for t in range(3, ids.shape[1]):
+        logits.append(decoder.step(ids[:, t : t + 1], torch.tensor([t])))
+    return torch.stack(logits, dim=1)
+
+
+@pytest.mark.parametrize("which", MODELS)
+def test_step_logits_equal_the_plain_forward(which):
+    model32, model64 = MODELS[which](), MODELS[which](torch.float64)
+    ids = prompts(model32.config.vocab_size, T=12)
+    with torch.no_grad():
+        plain32 = model32(ids).logits[:, 2:]  # the step returns logits from position 2 on
+        plain64 = model64(ids).logits[:, 2:]
+    rounding = (plain32.double() - plain64).abs().max().item()  # float32's own error here
+    fast32 = step_logits(model32, ids, max_len=20)
+    fast64 = step_logits(model64, ids, max_len=20)
+    torch.testing.assert_close(fast64, plain64, rtol=0, atol=1e-10)  # same maths
+    assert (fast32.double() - plain64).abs().max().item() <= 4 * rounding + 1e-7
+
+
+# --- the decoder ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", MODELS)
+def test_decoder_tokens_equal_generate(which):
+    model = MODELS[which](torch.float64)  # float64: no near-ties can flip a token
+    decoder = StaticDecoder(model, batch_size=2, max_len=30)
+    for seed, (T, n) in enumerate([(7, 20), (3, 25), (10, 0), (1, 29)]):  # reused, any length
+        ids = prompts(model.config.vocab_size, T=T, seed=seed)
+        expected = generate(model, ids, n)
+        assert torch.equal(decoder.generate(ids, n), expected), (T, n)
+    assert torch.equal(fast_generate(model, ids, 5), generate(model, ids, 5))
+
+
+def test_decoder_rejects_bad_use():
+    model = tiny_llama()
+    decoder = StaticDecoder(model, batch_size=1, max_len=10)
+    with pytest.raises(ValueError, match="batch_size=1"):
+        decoder.generate(prompts(97, B=2, T=3), 2)
+    with pytest.raises(ValueError, match="larger max_len"):
+        decoder.generate(prompts(97, B=1, T=6), 5)
+    with pytest.raises(ValueError, match="max_len must be"):
+        StaticDecoder(model, 1, 65)
+    with pytest.raises(ValueError, match="cuda_graph=False"):
+        StaticDecoder(model, 1, 10, cuda_graph=True)
+    with pytest.raises(ValueError, match="eval mode"):
+        StaticDecoder(tiny_gpt().train(), 1, 10)
+    with pytest.raises(TypeError, match="from_hf"):
+        StaticDecoder(torch.nn.Linear(2, 2).eval(), 1, 10)
+
+
+@pytest.mark.slow
+def test_course_gpt_decoder_equals_generate():
+    from course_lib.pretrained import load_course_gpt
+
+    hf, tokenizer = load_course_gpt()
+    model = GPT.from_hf(hf).eval()
+    ids = torch.tensor([tokenizer("ROMEO\nBut soft, what light").input_ids])
+    assert torch.equal(fast_generate(model, ids, 100), generate(model, ids, 100))
+
+
+@pytest.mark.slow
+def test_smollm2_decoder_equals_generate():
+    from course_lib.pretrained import load_smollm2
+
+    hf, tokenizer = load_smollm2()
+    model = Llama.from_hf(hf).eval()
+    chat = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Tell me about Paris."}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    ids = tokenizer(chat, return_tensors="pt").input_ids
+    assert torch.equal(fast_generate(model, ids, 24), generate(model, ids, 24))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("which", MODELS)
+def test_cuda_graph_tokens_equal_generate(which):
+    model = MODELS[which]().cuda()
+    decoder = StaticDecoder(model, batch_size=2, max_len=30)
+    assert decoder.graph is not None
+    for seed in range(2):
+        ids = prompts(model.config.vocab_size, T=6, seed=seed).cuda()
+        assert torch.equal(decoder.generate(ids, 20), generate(model, ids, 20))
