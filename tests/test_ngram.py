@@ -48,8 +48,8 @@ def test_bigram_probs_alpha_zero():
     torch.testing.assert_close(
         bigram_probs(counts, alpha=0), torch.tensor([[0.25, 0.75], [1.0, 0.0]])
     )
-    with pytest.raises(ValueError, match=r"row 1 .*alpha > 0"):
-        bigram_probs(torch.tensor([[1, 3], [0, 0]]), alpha=0.0)
+    # a token never followed by anything has no distribution without smoothing: 0 / 0
+    assert bigram_probs(torch.tensor([[1, 3], [0, 0]]), alpha=0.0)[1].isnan().all()
 
 
 def test_nll_and_perplexity_hand_computed():
@@ -108,40 +108,20 @@ def test_sample_bigram_frequencies_match_probs():
     assert sum(ids) / len(ids) == pytest.approx(0.8, abs=0.03)
 
 
-def test_bad_inputs():
-    with pytest.raises(ValueError, match=r"outside \[0, 3\)"):
+def test_bad_inputs_fail_loudly_in_torch():
+    """The teaching functions read like the notebook's solutions, with one check where a mistake
+    would be silent (an id >= V would count the wrong cell); elsewhere torch raises by itself."""
+    with pytest.raises(ValueError, match=r"in \[0, 3\).*vocab_size too small"):
         bigram_counts([0, 3], 3)
-    with pytest.raises(ValueError, match=r"outside \[0, 3\)"):
+    with pytest.raises(ValueError, match=r"in \[0, 3\)"):
         bigram_counts([-1, 0], 3)
-    with pytest.raises(ValueError, match="vocab_size"):
-        bigram_counts([0], 0)
-    with pytest.raises(TypeError, match="encode the text"):
-        bigram_counts("abc", 3)
-    with pytest.raises(TypeError, match="ints"):
-        bigram_counts([0, 1.5], 3)
-    with pytest.raises(ValueError, match="square"):
-        bigram_probs(torch.zeros(2, 3))
-    with pytest.raises(ValueError, match="alpha"):
-        bigram_probs(torch.zeros(2, 2), alpha=-1.0)
-    with pytest.raises(ValueError, match="non-negative"):
-        bigram_probs(torch.tensor([[1, -1], [0, 1]]))
     probs = torch.full((3, 3), 1 / 3)
-    with pytest.raises(ValueError, match="at least 2 ids"):
-        nll(probs, [1])
-    with pytest.raises(ValueError, match=r"outside \[0, 3\)"):
+    with pytest.raises(IndexError):
         perplexity(probs, [0, 5])
-    with pytest.raises(ValueError, match="square"):
-        nll(torch.full((3, 2), 0.5), [0, 1])
-    with pytest.raises(TypeError, match="bigram_probs"):
-        nll(torch.ones(3, 3, dtype=torch.int64), [0, 1])
     g = torch.Generator().manual_seed(0)
-    with pytest.raises(ValueError, match="start_id"):
+    with pytest.raises(IndexError):
         sample_bigram(probs, 3, 2, g)
-    with pytest.raises(ValueError, match="n must"):
-        sample_bigram(probs, 0, -1, g)
-    with pytest.raises(TypeError, match="torch.Generator"):
-        sample_bigram(probs, 0, 2, 0)
-    with pytest.raises(ValueError, match="negative"):
+    with pytest.raises(RuntimeError):
         sample_bigram(-probs, 0, 2, g)
 
 
