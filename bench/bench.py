@@ -14,7 +14,7 @@ is faster) or in tokens per second (> 1: ours is faster), as the column says.
 
 Rows:
   train step   as course_lib.training.train runs it: lm_loss, backward, fused AdamW;
-               course-GPT shape, batch 16 x 128
+               course-GPT shape, batch 16 x 128 (--compile: also ours under torch.compile)
   GPT-2 shape  (CUDA, or --gpt2-rows) the same step at GPT-2 small's shape, batch 16 x 1024,
                bf16 autocast: ours eager, ours under torch.compile, HF eager; ms and MFU
   inference    forward in eval mode without gradients, batch 16 x 128
@@ -206,7 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the device's dense bf16 peak in TFLOP/s, for MFU (default: looked "
                              "up from the GPU's name)")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="skip the torch.compile row of the GPT-2-shape table")
+    parser.add_argument("--compile", action="store_true",
+                        help="add a course-GPT train row with torch.compile(lm_loss) (slow to "
+                             "compile; on the CPU it needs a C++ compiler)")
     args = parser.parse_args(argv)
 
     from course_lib import device as preferred_device
@@ -242,6 +246,15 @@ def main(argv: list[str] | None = None) -> int:
                               "hf": train_step(hf_gpt, opt_hf, x, y)}, repeats, device)
         report("train step (fwd+loss+bwd+fused AdamW), B=16 T=128", f"{t['ours'] * 1e3:.1f} ms",
                f"{t['hf'] * 1e3:.1f} ms", t["ours"] / t["hf"], "time", "<= 0.70")
+        if args.compile:  # opt-in: inductor needs a C++ compiler on the CPU and compiles slowly
+            compiled_gpt = GPT.from_hf(hf_gpt).to(device).train()
+            opt_compiled = configure_optimizer(compiled_gpt, lr=1e-4, fast=True)
+            t = time_alternately({"ours": train_step(compiled_gpt, opt_compiled, x, y,
+                                                     loss_fn=torch.compile(lm_loss)),
+                                  "hf": train_step(hf_gpt, opt_hf, x, y)}, repeats, device,
+                                 warmup=3)
+            report("  same, ours under torch.compile(lm_loss)", f"{t['ours'] * 1e3:.1f} ms",
+                   f"{t['hf'] * 1e3:.1f} ms", t["ours"] / t["hf"], "time", "info")
 
         hf_gpt.eval(), ours_gpt.eval()
         t = time_alternately({"ours": forward(ours_gpt, x), "hf": forward(hf_gpt, x)}, repeats, device)
