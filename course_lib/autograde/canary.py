@@ -26,11 +26,14 @@ def course_version(root: Path, assignment: str, grading: Grading, timeout: float
     import course_lib
 
     h = hashlib.sha256()
-    files = sorted(Path(course_lib.__file__).parent.rglob("*.py"))
-    files += sorted((root / "solutions" / assignment).rglob("*.ipynb"))
-    files += [root / "nbgrader_config.py"]  # (the release is made from these)
-    for path in files:
-        h.update(str(path).encode() + b"\0" + path.read_bytes())
+    package = Path(course_lib.__file__).parent
+    # Paths relative to their folder: the same course checked out elsewhere (another machine
+    # of a sharded run) has the same version.
+    files = [(package, p) for p in sorted(package.rglob("*.py"))]
+    files += [(root, p) for p in sorted((root / "solutions" / assignment).rglob("*.ipynb"))]
+    files += [(root, root / "nbgrader_config.py")]  # (the release is made from these)
+    for base, path in files:
+        h.update(path.relative_to(base).as_posix().encode() + b"\0" + path.read_bytes())
     h.update(hashlib.sha256(grading.seed.encode()).digest())
     h.update(repr((timeout, grading.unsafe)).encode())
     return h.hexdigest()

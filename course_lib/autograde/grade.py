@@ -203,7 +203,8 @@ def grade(submissions_dir: str | os.PathLike, out_dir: str | os.PathLike | None 
                     row = publish(done)
                     publish.log.add(row.student, row.assignment, keys[(row.student, row.assignment)],
                                     status=row.status, total=row.total,
-                                    seconds=round(row.seconds, 2))
+                                    seconds=round(row.seconds, 2),
+                                    gradebook=done.scores is not None)
                     rows.append(row)
                     failed += row.status == "failed"
                     bar.set_postfix_str(f"failed={failed}, last {row.student}/{row.assignment}",
@@ -243,7 +244,8 @@ def _plan(found: list[tuple[str, str, Path | None, str]], versions: dict[str, st
     """Split the batch: (to grade, with their keys) and (already graded under the same key).
 
     A submission is kept only when the resume record has its key, grades.csv has its row and
-    the gradebook has its entry (a gradebook or grades.csv replaced since is graded again).
+    the gradebook has its entry, if it had one (a submission that could not be graded has
+    none); a gradebook or grades.csv replaced since is graded again.
     """
     earlier = ResumeLog(out / RESUME_FILE).load()
     _, table = grades_csv.read_table(out / "grades.csv")
@@ -261,8 +263,9 @@ def _plan(found: list[tuple[str, str, Path | None, str]], versions: dict[str, st
     todo, skipped = [], []
     for s, a, folder, problem in found:
         key = grading_key(submission_digest(folder, problem), versions[a])
-        if (not force and earlier.get((s, a), {}).get("key") == key and (s, a) in in_csv
-                and (s, a) in in_db):
+        entry = earlier.get((s, a), {})
+        if (not force and entry.get("key") == key and (s, a) in in_csv
+                and ((s, a) in in_db or not entry.get("gradebook", True))):
             skipped.append((s, a))
         else:
             todo.append((s, a, folder, problem, key))
