@@ -80,22 +80,14 @@ def attention_scores(q: Tensor, k: Tensor) -> Tensor:
         >>> attention_scores(torch.ones(1, 4), torch.ones(2, 4))
         tensor([[2., 2.]])
     """
-    _require_tensor("q", q, 2)
-    _require_tensor("k", k, 2)
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            f"q and k must share their last dim (the head size D), got q {tuple(q.shape)} and "
-            f"k {tuple(k.shape)}: project queries and keys to the same size"
-        )
     return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
 
 
-def causal_mask(T: int, *, device: torch.device | str | None = None) -> Tensor:
+def causal_mask(T: int) -> Tensor:
     """The causal mask: query ``i`` may attend to key ``j`` exactly when ``j <= i``.
 
     Args:
         T: sequence length.
-        device: where to create the mask (default: the CPU).
 
     Returns:
         Bool (T, T), True on and below the diagonal.
@@ -106,8 +98,7 @@ def causal_mask(T: int, *, device: torch.device | str | None = None) -> Tensor:
                 [1, 1, 0],
                 [1, 1, 1]], dtype=torch.int32)
     """
-    _require_int("T", T, 0)
-    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+    return torch.tril(torch.ones(T, T, dtype=torch.bool))
 
 
 def scaled_dot_product_attention(
@@ -126,40 +117,11 @@ def scaled_dot_product_attention(
         ``(out, weights)``: out (..., Tq, Dv), weights (..., Tq, Tk). Each row of ``weights``
         sums to 1 and masked entries are exactly 0.
 
-    Raises:
-        ValueError: a query row is fully masked (its softmax would be 0/0); every query needs
-            at least one key it may attend to (with a causal mask, itself).
+        A query row that may attend to nothing has no softmax (0 / 0) and gives NaN.
     """
-    _require_tensor("v", v, 2)
-    scores = attention_scores(q, k)  # (..., Tq, Tk)
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(
-            f"k and v must have the same number of positions, got k {tuple(k.shape)} and v {tuple(v.shape)}"
-        )
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., Tq, Tk)
     if mask is not None:
-        _require_tensor("mask", mask)
-        if mask.dtype != torch.bool:
-            raise TypeError(
-                f"mask must be a bool tensor (True = may attend), got {mask.dtype}: use mask.bool() "
-                "or build it with causal_mask(T)"
-            )
-        # Compare sizes from the right by hand: torch.broadcast_shapes imports sympy on first
-        # use (about a second), which a grader calling this in a fresh process notices.
-        if mask.dim() > scores.dim() or any(
-            m not in (1, s) for m, s in zip(reversed(mask.shape), reversed(scores.shape))
-        ):
-            raise ValueError(
-                f"mask of shape {tuple(mask.shape)} does not broadcast to the scores' shape "
-                f"{tuple(scores.shape)} (..., Tq, Tk)"
-            )
-        if not mask.any(dim=-1).all():
-            raise ValueError(
-                "a query row of the mask is all False, so it may attend to nothing: give every "
-                "query at least one key (a causal mask always keeps the diagonal)"
-            )
-        scores = scores.masked_fill(
-            ~mask, float("-inf")
-        )  # exp(-inf) = 0: masked weights are exactly 0
+        scores = scores.masked_fill(~mask, float("-inf"))  # exp(-inf) = 0 after the softmax
     weights = torch.softmax(scores, dim=-1)  # over the keys
     return weights @ v, weights
 
@@ -179,15 +141,7 @@ def split_heads(x: Tensor, n_heads: int) -> Tensor:
     Returns:
         (B, H, T, D) with D = C // H.
     """
-    _require_tensor("x", x)
-    _require_int("n_heads", n_heads, 1)
-    if x.dim() != 3:
-        raise ValueError(
-            f"x must be (B, T, C), got shape {tuple(x.shape)}: add a batch dim with x[None]"
-        )
     B, T, C = x.shape
-    if C % n_heads:
-        raise ValueError(f"n_heads={n_heads} must divide the channels C={C}: pick a divisor of {C}")
     return x.view(B, T, n_heads, C // n_heads).transpose(1, 2)  # (B, H, T, D)
 
 
@@ -200,9 +154,6 @@ def merge_heads(x: Tensor) -> Tensor:
     Returns:
         (B, T, H*D).
     """
-    _require_tensor("x", x)
-    if x.dim() != 4:
-        raise ValueError(f"x must be (B, H, T, D), got shape {tuple(x.shape)}")
     B, H, T, D = x.shape
     return x.transpose(1, 2).reshape(B, T, H * D)
 
@@ -210,65 +161,34 @@ def merge_heads(x: Tensor) -> Tensor:
 def multi_head_self_attention(
     x: Tensor,
     w_qkv: Tensor,
-    b_qkv: Tensor | None,
+    b_qkv: Tensor,
     w_out: Tensor,
-    b_out: Tensor | None,
+    b_out: Tensor,
     n_heads: int,
 ) -> Tensor:
     """Causal multi-head self-attention with GPT-2's fused q, k, v projection.
 
     Args:
         x: (B, T, C).
-        w_qkv: (3C, C) and b_qkv: (3C,) (or None); ``x @ w_qkv.T + b_qkv`` holds q, k, v in that
-            order along the last dim.
-        w_out: (C, C) and b_out: (C,) (or None): the output projection.
+        w_qkv: (3C, C) and b_qkv: (3C,): ``x @ w_qkv.T + b_qkv`` holds q, k, v in that order
+            along the last dim.
+        w_out: (C, C) and b_out: (C,): the output projection.
         n_heads: number of heads H; must divide C.
 
     Returns:
         (B, T, C).
     """
-    _require_tensor("x", x)
-    if x.dim() != 3:
-        raise ValueError(
-            f"x must be (B, T, C), got shape {tuple(x.shape)}: add a batch dim with x[None]"
-        )
-    C = x.shape[-1]
-    _check_linear("w_qkv", "b_qkv", w_qkv, b_qkv, 3 * C, C)
-    _check_linear("w_out", "b_out", w_out, b_out, C, C)
-    qkv = F.linear(x, w_qkv, b_qkv)  # (B, T, 3C)
+    _, T, C = x.shape  # (B, T, C)
+    qkv = x @ w_qkv.T + b_qkv  # (B, T, 3C)
     q, k, v = (split_heads(t, n_heads) for t in qkv.split(C, dim=-1))  # each (B, H, T, D)
-    out, _ = scaled_dot_product_attention(q, k, v, causal_mask(x.shape[1], device=x.device))
-    return F.linear(merge_heads(out), w_out, b_out)  # (B, T, C)
-
-
-def _check_linear(
-    w_name: str, b_name: str, w: Tensor, b: Tensor | None, d_out: int, d_in: int
-) -> None:
-    _require_tensor(w_name, w)
-    if tuple(w.shape) != (d_out, d_in):
-        hint = (
-            ": transpose it (nn.Linear layout is (d_out, d_in))"
-            if tuple(w.shape) == (d_in, d_out)
-            else ""
-        )
-        raise ValueError(f"{w_name} must be ({d_out}, {d_in}), got {tuple(w.shape)}{hint}")
-    if b is not None:
-        _require_tensor(b_name, b)
-        if tuple(b.shape) != (d_out,):
-            raise ValueError(f"{b_name} must be ({d_out},), got {tuple(b.shape)}")
+    mask = causal_mask(T).to(x.device)
+    out, _ = scaled_dot_product_attention(q, k, v, mask)  # (B, H, T, D)
+    return merge_heads(out) @ w_out.T + b_out  # (B, T, C)
 
 
 # ------------------------------------------------------------------------------------------------
 # 3. Rotary position embeddings (RoPE), Hugging Face's half-split layout
 # ------------------------------------------------------------------------------------------------
-
-
-def _require_even_last_dim(name: str, x: Tensor) -> None:
-    if x.shape[-1] % 2:
-        raise ValueError(
-            f"{name} needs an even last dim (RoPE rotates pairs of channels), got {x.shape[-1]}: "
-            "use an even head size"
-        )
 
 
 def rotate_half(x: Tensor) -> Tensor:
@@ -287,8 +207,6 @@ def rotate_half(x: Tensor) -> Tensor:
         >>> rotate_half(torch.tensor([1., 2., 3., 4.]))
         tensor([-3., -4.,  1.,  2.])
     """
-    _require_tensor("x", x, 1)
-    _require_even_last_dim("x", x)
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
 
@@ -318,16 +236,10 @@ def rope_cos_sin(
         ``(cos, sin)``, each (..., T, D) of ``dtype``; both halves of the last dim repeat the
         same D/2 angles.
     """
-    _require_int("head_dim", head_dim, 2)
-    if head_dim % 2:
-        raise ValueError(f"head_dim must be even (RoPE rotates pairs of channels), got {head_dim}")
-    if theta <= 0:
-        raise ValueError(f"theta must be positive, got {theta}")
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype (torch.float32, ...), got {dtype}")
     if isinstance(positions, int) and not isinstance(positions, bool):
         positions = torch.arange(positions, device=device)
-    _require_tensor("positions", positions)
     inv_freq = 1.0 / (
         theta ** (torch.arange(0, head_dim, 2, dtype=dtype, device=positions.device) / head_dim)
     )
@@ -346,19 +258,6 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     Returns:
         Same shape and dtype as x: ``x * cos + rotate_half(x) * sin``.
     """
-    _require_tensor("x", x, 2)
-    _require_tensor("cos", cos, 2)
-    _require_tensor("sin", sin, 2)
-    _require_even_last_dim("x", x)
-    if cos.shape != sin.shape:
-        raise ValueError(
-            f"cos and sin must have the same shape, got {tuple(cos.shape)} and {tuple(sin.shape)}"
-        )
-    if cos.shape[-2:] != x.shape[-2:]:
-        raise ValueError(
-            f"cos/sin end in {tuple(cos.shape[-2:])} but x ends in (T, D) = {tuple(x.shape[-2:])}: "
-            "build them with rope_cos_sin(positions, head_dim=D) for x's T positions"
-        )
     cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # as HF: the rotation runs in x's dtype
     return x * cos + rotate_half(x) * sin
 
@@ -379,8 +278,6 @@ def to_interleaved(x: Tensor) -> Tensor:
         >>> to_interleaved(torch.tensor([0, 1, 2, 10, 11, 12]))
         tensor([ 0, 10,  1, 11,  2, 12])
     """
-    _require_tensor("x", x, 1)
-    _require_even_last_dim("x", x)
     D = x.shape[-1]
     return x.unflatten(-1, (2, D // 2)).transpose(-1, -2).flatten(-2)
 
@@ -395,8 +292,6 @@ def to_half_split(x: Tensor) -> Tensor:
     Returns:
         (..., D).
     """
-    _require_tensor("x", x, 1)
-    _require_even_last_dim("x", x)
     D = x.shape[-1]
     return x.unflatten(-1, (D // 2, 2)).transpose(-1, -2).flatten(-2)
 
@@ -414,17 +309,11 @@ def repeat_kv(x: Tensor, n_rep: int) -> Tensor:
 
     Args:
         x: (B, H_kv, T, D).
-        n_rep: copies of each head (1 returns x unchanged).
+        n_rep: copies of each head.
 
     Returns:
         (B, H_kv * n_rep, T, D).
     """
-    _require_tensor("x", x)
-    _require_int("n_rep", n_rep, 1)
-    if x.dim() != 4:
-        raise ValueError(f"x must be (B, H_kv, T, D), got shape {tuple(x.shape)}")
-    if n_rep == 1:
-        return x
     B, H_kv, T, D = x.shape
     return x[:, :, None].expand(B, H_kv, n_rep, T, D).reshape(B, H_kv * n_rep, T, D)
 
@@ -548,17 +437,6 @@ def kv_cache_bytes(
         >>> kv_cache_bytes(30, 3, 64, 8192, 1)  # SmolLM2-135M, full context, bf16
         188743680
     """
-    sizes = {
-        "n_layers": n_layers,
-        "n_kv_heads": n_kv_heads,
-        "head_dim": head_dim,
-        "seq_len": seq_len,
-        "batch_size": batch_size,
-        "bytes_per_value": bytes_per_value,
-    }
-    for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be a non-negative int, got {value!r}")
     return 2 * n_layers * n_kv_heads * head_dim * seq_len * batch_size * bytes_per_value
 
 

@@ -63,23 +63,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-def _is_int(x: object) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _check_ids(ids: object, name: str = "ids") -> list[int]:
-    if isinstance(ids, str):
-        raise TypeError(f"{name} must be a list of ints, not a str: use list(text.encode('utf-8'))")
-    try:
-        ids = list(ids)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"{name} must be a list of ints, got {type(ids).__name__}") from None
-    bad = next((x for x in ids if not _is_int(x)), None)
-    if bad is not None:
-        raise TypeError(f"{name} must hold ints, found {bad!r} ({type(bad).__name__})")
-    return ids
-
-
 def get_pair_counts(ids: Sequence[int]) -> dict[tuple[int, int], int]:
     """Count every adjacent pair of ids.
 
@@ -93,23 +76,10 @@ def get_pair_counts(ids: Sequence[int]) -> dict[tuple[int, int], int]:
         >>> get_pair_counts([1, 2, 3, 1, 2])
         {(1, 2): 2, (2, 3): 1, (3, 1): 1}
     """
-    ids = _check_ids(ids)
-    return dict(Counter(itertools.pairwise(ids)))
-
-
-def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
-    """merge_pair without the input checks (the trainers call it many times)."""
-    a, b = pair
-    out: list[int] = []
-    i, n = 0, len(ids)
-    while i < n:
-        if i + 1 < n and ids[i] == a and ids[i + 1] == b:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
+    counts: dict[tuple[int, int], int] = {}
+    for pair in zip(ids, ids[1:]):
+        counts[pair] = counts.get(pair, 0) + 1
+    return counts
 
 
 def merge_pair(ids: Sequence[int], pair: tuple[int, int], new_id: int) -> list[int]:
@@ -130,24 +100,16 @@ def merge_pair(ids: Sequence[int], pair: tuple[int, int], new_id: int) -> list[i
         >>> merge_pair([1, 1, 1, 2], (1, 1), 256)
         [256, 1, 2]
     """
-    ids = _check_ids(ids)
-    if not (isinstance(pair, tuple) and len(pair) == 2 and all(_is_int(x) for x in pair)):
-        raise TypeError(f"pair must be a tuple of two ints like (101, 32), got {pair!r}")
-    if not _is_int(new_id):
-        raise TypeError(f"new_id must be an int, got {new_id!r}")
-    return _merge(ids, pair, new_id)
-
-
-def _check_vocab_size(vocab_size: object, minimum: int = 256) -> int:
-    if not _is_int(vocab_size):
-        raise TypeError(f"vocab_size must be an int, got {vocab_size!r}")
-    if vocab_size < minimum:
-        raise ValueError(
-            f"vocab_size={vocab_size} is too small: the 256 bytes"
-            + (f" and {minimum - 256} special tokens" if minimum > 256 else "")
-            + f" already take {minimum} ids, so use vocab_size >= {minimum}"
-        )
-    return int(vocab_size)
+    out = []
+    i = 0
+    while i < len(ids):
+        if i + 1 < len(ids) and ids[i] == pair[0] and ids[i + 1] == pair[1]:
+            out.append(new_id)
+            i += 2
+        else:
+            out.append(ids[i])
+            i += 1
+    return out
 
 
 def train_bpe(text: str, vocab_size: int) -> list[tuple[int, int]]:
@@ -168,42 +130,25 @@ def train_bpe(text: str, vocab_size: int) -> list[tuple[int, int]]:
         >>> train_bpe("aaabdaaabac", 259)   # aa -> 256, then (256, a) -> 257, then (257, b) -> 258
         [(97, 97), (256, 97), (257, 98)]
     """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    vocab_size = _check_vocab_size(vocab_size)
+    if vocab_size < 256:
+        raise ValueError(f"vocab_size must be at least 256 (the bytes), got {vocab_size}")
     ids = list(text.encode("utf-8"))
-    merges: list[tuple[int, int]] = []
+    merges = []
     for new_id in range(256, vocab_size):
         counts = get_pair_counts(ids)
         if not counts:
             break
-        pair = max(counts, key=counts.__getitem__)  # first maximum in dict order = seen first
-        ids = _merge(ids, pair, new_id)
+        pair = max(counts, key=counts.get)  # the first maximum in dict order: the pair seen first
+        ids = merge_pair(ids, pair, new_id)
         merges.append(pair)
     return merges
-
-
-def _check_merges(merges: object) -> list[tuple[int, int]]:
-    if isinstance(merges, (str, bytes)) or not isinstance(merges, Iterable):
-        raise TypeError("merges must be a list of (int, int) pairs, as returned by train_bpe")
-    merges = [tuple(m) if isinstance(m, (list, tuple)) else m for m in merges]
-    for i, m in enumerate(merges):
-        if not (isinstance(m, tuple) and len(m) == 2 and all(_is_int(x) for x in m)):
-            raise TypeError(
-                f"merges[{i}] = {m!r} is not a pair of ints (did you pass train_vocab's byte merges?)"
-            )
-        if not all(0 <= x < 256 + i for x in m):
-            raise ValueError(
-                f"merges[{i}] = {m} uses an id that does not exist yet (ids so far: 0..{255 + i})"
-            )
-    return merges  # type: ignore[return-value]
 
 
 def encode(text: str, merges: Sequence[tuple[int, int]]) -> list[int]:
     """Encode ``text`` with merges from ``train_bpe``: UTF-8 bytes, then merges in training order.
 
-    Merge ``i`` is applied everywhere before merge ``i + 1``. We repeatedly apply the earliest
-    merge whose pair is still present, which gives the same result and skips absent merges.
+    Merge ``i`` is applied everywhere before merge ``i + 1``, as in training. (Each merge scans
+    the whole text; ``Tokenizer`` instead applies, per pre-token, the earliest merge present.)
 
     Args:
         text: the string to encode.
@@ -212,16 +157,9 @@ def encode(text: str, merges: Sequence[tuple[int, int]]) -> list[int]:
     Returns:
         Token ids.
     """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    rank = {pair: i for i, pair in reversed(list(enumerate(_check_merges(merges))))}
     ids = list(text.encode("utf-8"))
-    while len(ids) >= 2:
-        present = [p for p in set(itertools.pairwise(ids)) if p in rank]
-        if not present:
-            break
-        pair = min(present, key=rank.__getitem__)
-        ids = _merge(ids, pair, 256 + rank[pair])
+    for i, pair in enumerate(merges):
+        ids = merge_pair(ids, pair, 256 + i)
     return ids
 
 
@@ -238,17 +176,10 @@ def decode(ids: Sequence[int], merges: Sequence[tuple[int, int]]) -> str:
     Returns:
         The decoded string.
     """
-    ids = _check_ids(ids)
-    merges = _check_merges(merges)
-    table = [bytes([i]) for i in range(256)]
+    token_bytes = [bytes([i]) for i in range(256)]
     for a, b in merges:
-        table.append(table[a] + table[b])
-    bad = next((i for i in ids if not 0 <= i < len(table)), None)
-    if bad is not None:
-        raise ValueError(
-            f"id {bad} is not in the vocabulary [0, {len(table)}): were these ids made with other merges?"
-        )
-    return b"".join(table[i] for i in ids).decode("utf-8", errors="replace")
+        token_bytes.append(token_bytes[a] + token_bytes[b])
+    return b"".join(token_bytes[i] for i in ids).decode("utf-8", errors="replace")
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,6 +194,22 @@ _PRETOKEN_RE = regex.compile(GPT2_PATTERN)
 # alternative on at most three characters from its start (e.g. "'ll"); so a pre-token that ends
 # at least this many characters before the end of the known text can no longer change.
 _LOOKAHEAD = 2
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def _check_vocab_size(vocab_size: object, minimum: int = 256) -> int:
+    if not _is_int(vocab_size):
+        raise TypeError(f"vocab_size must be an int, got {vocab_size!r}")
+    if vocab_size < minimum:
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small: the 256 bytes"
+            + (f" and {minimum - 256} special tokens" if minimum > 256 else "")
+            + f" already take {minimum} ids, so use vocab_size >= {minimum}"
+        )
+    return int(vocab_size)
 
 
 def _check_specials(special_tokens: object) -> list[str]:
@@ -373,7 +320,7 @@ def train_vocab(
         # Only the words holding the pair change: take their old pairs out, put their new ones in.
         for w in where.pop(pair):
             old, f = words[w], freqs[w]
-            new = words[w] = _merge(old, pair, new_id)
+            new = words[w] = merge_pair(old, pair, new_id)
             old_pairs, new_pairs = list(itertools.pairwise(old)), list(itertools.pairwise(new))
             for p in old_pairs:
                 pair_counts[p] -= f
@@ -479,7 +426,7 @@ class Tokenizer:
             pair = min(itertools.pairwise(ids), key=lambda p: ranks.get(p, (len(ranks),))[0])
             if pair not in ranks:
                 break
-            ids = _merge(ids, pair, ranks[pair][1])
+            ids = merge_pair(ids, pair, ranks[pair][1])
         if len(self._cache) >= self._CACHE_LIMIT:
             self._cache.clear()
         self._cache[piece] = ids

@@ -43,16 +43,12 @@ def test_attention_scores_hand_computed():
     torch.testing.assert_close(attention_scores(q, k), expected)
 
 
-def test_attention_scores_leading_dims_and_errors():
+def test_attention_scores_leading_dims():
     q, k = randn(2, 3, 5, 8), randn(2, 3, 7, 8, seed=1)
     assert attention_scores(q, k).shape == (2, 3, 5, 7)
     torch.testing.assert_close(
         attention_scores(q, k), torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(8)
     )
-    with pytest.raises(ValueError, match="head size"):
-        attention_scores(randn(5, 8), randn(5, 4))
-    with pytest.raises(TypeError, match="torch.Tensor"):
-        attention_scores([[1.0]], randn(1, 1))
 
 
 def test_causal_mask():
@@ -61,10 +57,6 @@ def test_causal_mask():
     )
     assert torch.equal(causal_mask(4), expected)
     assert causal_mask(1).dtype == torch.bool and causal_mask(1).item()
-    with pytest.raises(ValueError):
-        causal_mask(-1)
-    with pytest.raises(TypeError):
-        causal_mask(3.0)
 
 
 def _random_mask(shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -120,16 +112,22 @@ def test_sdpa_is_stable_and_does_not_modify_inputs():
         assert torch.equal(t, c)
 
 
-def test_sdpa_errors():
+def test_sdpa_fully_masked_row_is_nan_and_bad_shapes_fail_in_torch():
+    """The teaching functions read like the notebook's solutions, without input checks: a query
+    that may attend to nothing gets NaN (0 / 0), and mismatched shapes fail in torch itself."""
     q, k, v = randn(3, 4), randn(5, 4, seed=1), randn(5, 2, seed=2)
-    with pytest.raises(ValueError, match="all False"):
-        scaled_dot_product_attention(q, k, v, torch.zeros(3, 5, dtype=torch.bool))
-    with pytest.raises(TypeError, match="bool"):
-        scaled_dot_product_attention(q, k, v, torch.ones(3, 5))
-    with pytest.raises(ValueError, match="broadcast"):
+    mask = causal_mask(5)[2:]  # (3, 5)
+    mask[1] = False
+    out, w = scaled_dot_product_attention(q, k, v, mask)
+    assert out[1].isnan().all() and not out[[0, 2]].isnan().any()
+    with pytest.raises(TypeError):
+        scaled_dot_product_attention(q, k, v, torch.ones(3, 5))  # a float mask has no ~
+    with pytest.raises(RuntimeError):
         scaled_dot_product_attention(q, k, v, torch.ones(4, 5, dtype=torch.bool))
-    with pytest.raises(ValueError, match="same number of positions"):
+    with pytest.raises(RuntimeError):
         scaled_dot_product_attention(q, k, randn(6, 2))
+    with pytest.raises(RuntimeError):
+        attention_scores(randn(5, 8), randn(5, 4))
 
 
 # --- many heads ---------------------------------------------------------------------------------
@@ -143,12 +141,10 @@ def test_split_heads_layout_and_merge_inverse():
         assert torch.equal(heads[:, h], x[..., h * 4 : (h + 1) * 4])
     assert torch.equal(merge_heads(heads), x)
     assert merge_heads(heads).shape == (2, 5, 12)
-    with pytest.raises(ValueError, match="divide"):
-        split_heads(x, 5)
-    with pytest.raises(ValueError, match=r"\(B, T, C\)"):
-        split_heads(randn(5, 12), 3)
-    with pytest.raises(ValueError, match=r"\(B, H, T, D\)"):
-        merge_heads(x)
+    with pytest.raises(RuntimeError):
+        split_heads(x, 5)  # 5 does not divide 12
+    with pytest.raises(ValueError):
+        split_heads(randn(5, 12), 3)  # no batch dim: B, T, C = x.shape cannot unpack
 
 
 def _mha_params(C: int, seed: int = 0):
@@ -205,17 +201,15 @@ def test_mha_is_causal():
     assert not torch.allclose(out[0, 5:], out2[0, 5:])
 
 
-def test_mha_errors_name_the_fix():
+def test_mha_bad_weights_fail_in_torch():
     x = randn(1, 4, 12)
     w_qkv, b_qkv, w_out, b_out = _mha_params(12)
-    with pytest.raises(ValueError, match="transpose"):
-        multi_head_self_attention(x, w_qkv.T, b_qkv, w_out, b_out, 3)
-    with pytest.raises(ValueError, match="divide"):
+    with pytest.raises(RuntimeError):
+        multi_head_self_attention(x, w_qkv.T, b_qkv, w_out, b_out, 3)  # (C, 3C): not nn.Linear's
+    with pytest.raises(RuntimeError):
         multi_head_self_attention(x, w_qkv, b_qkv, w_out, b_out, 5)
-    with pytest.raises(ValueError, match=r"\(36,\)"):
+    with pytest.raises(RuntimeError):
         multi_head_self_attention(x, w_qkv, b_qkv[:12], w_out, b_out, 3)
-    # biases may be None (Llama has none)
-    assert multi_head_self_attention(x, w_qkv, None, w_out, None, 3).shape == x.shape
 
 
 # --- RoPE ---------------------------------------------------------------------------------------
@@ -224,8 +218,6 @@ def test_mha_errors_name_the_fix():
 def test_rotate_half_equals_hf():
     x = randn(2, 3, 5, 8)
     assert torch.equal(rotate_half(x), hf_llama.rotate_half(x))
-    with pytest.raises(ValueError, match="even"):
-        rotate_half(randn(3, 5))
 
 
 @pytest.mark.parametrize("head_dim, theta", [(8, 10000.0), (64, 100000.0), (6, 500.0)])
@@ -302,14 +294,10 @@ def test_layout_permutations():
     assert torch.equal(to_interleaved(to_half_split(x)), x)
 
 
-def test_rope_errors():
-    with pytest.raises(ValueError, match="even"):
-        rope_cos_sin(4, 7)
+def test_rope_tables_for_other_positions_fail_in_torch():
     cos, sin = rope_cos_sin(4, 8)
-    with pytest.raises(ValueError, match="rope_cos_sin"):
+    with pytest.raises(RuntimeError):
         apply_rope(randn(2, 5, 8), cos, sin)  # 5 positions, tables for 4
-    with pytest.raises(ValueError, match="even"):
-        apply_rope(randn(2, 4, 7), cos[:, :7], sin[:, :7])
 
 
 # --- grouped-query attention --------------------------------------------------------------------
@@ -322,8 +310,6 @@ def test_repeat_kv_equals_hf(n_rep):
     assert out.shape == (2, 3 * n_rep, 5, 4)
     assert torch.equal(out, hf_llama.repeat_kv(x, n_rep))
     assert torch.equal(out, x.repeat_interleave(n_rep, dim=1))
-    with pytest.raises(ValueError):
-        repeat_kv(x, 0)
 
 
 # --- KV cache and the fused causal kernel -------------------------------------------------------
@@ -452,5 +438,3 @@ def test_kv_cache_bytes_counts_keys_and_values_and_equals_a_real_cache():
     assert kv_cache_bytes(30, 3, 64, 8192, 1) == 188_743_680  # SmolLM2-135M, bf16
     big = kv_cache_bytes(80, 8, 128, 128_000, 64)  # a 70B-class model at 128k context
     assert isinstance(big, int) and big == 2 * 80 * 8 * 128 * 128_000 * 64 * 2
-    with pytest.raises(ValueError):
-        kv_cache_bytes(1, 1, 1, 1, 1, bytes_per_value=0.5)

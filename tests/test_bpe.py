@@ -151,20 +151,12 @@ _TEACHING_MERGES = train_bpe(SAMPLE, 300)
 
 
 def test_teaching_bad_input():
-    with pytest.raises(ValueError, match="vocab_size >= 256"):
+    # the teaching functions read like the notebook's solutions: train_bpe's one check is the
+    # solution's own, and an id without bytes fails in decode's table lookup
+    with pytest.raises(ValueError, match="at least 256"):
         train_bpe("abc", 100)
-    with pytest.raises(TypeError, match="str"):
-        train_bpe(b"abc", 300)
-    with pytest.raises(TypeError, match="text.encode"):
-        get_pair_counts("abc")
-    with pytest.raises(TypeError, match="pair"):
-        merge_pair([1, 2], [1, 2], 256)
-    with pytest.raises(ValueError, match="does not exist yet"):
-        encode("ab", [(97, 98), (300, 97)])
-    with pytest.raises(ValueError, match="not in the vocabulary"):
+    with pytest.raises(IndexError):
         decode([256], [])
-    with pytest.raises(TypeError, match="byte merges"):
-        encode("ab", [(b"a", b"b")])
 
 
 # --------------------------------------------------------------------------- train_vocab
