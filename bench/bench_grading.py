@@ -26,8 +26,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "autograde_course"
 A = "99-fixture"
-GOOD_SOFTMAX = ("def softmax(x, dim=-1):\n    e = (x - x.amax(dim=dim, keepdim=True)).exp()\n"
-                "    return e / e.sum(dim=dim, keepdim=True)")
+GOOD_SOFTMAX = (
+    "def softmax(x, dim=-1):\n    e = (x - x.amax(dim=dim, keepdim=True)).exp()\n"
+    "    return e / e.sum(dim=dim, keepdim=True)"
+)
 NAIVE_SOFTMAX = "def softmax(x, dim=-1):\n    return x.exp() / x.exp().sum(dim=dim, keepdim=True)"
 GOOD_MASK = "def causal_mask(T):\n    return torch.ones(T, T, dtype=torch.bool).tril()"
 
@@ -43,14 +45,18 @@ def make_class(tmp: Path, n: int) -> tuple[Path, Path]:
     shutil.copy(REPO / "nbgrader_config.py", root)
     release(root)
     released = nbformat.read(root / "notebooks" / A / f"{A}.ipynb", as_version=4)
-    variants = [{"softmax": GOOD_SOFTMAX, "causal_mask": GOOD_MASK}, {},
-                {"softmax": NAIVE_SOFTMAX, "causal_mask": GOOD_MASK}]
+    variants = [
+        {"softmax": GOOD_SOFTMAX, "causal_mask": GOOD_MASK},
+        {},
+        {"softmax": NAIVE_SOFTMAX, "causal_mask": GOOD_MASK},
+    ]
     subs = tmp / "subs"
     for i in range(n):
         nb = nbformat.from_dict(json.loads(json.dumps(released)))
         for gid, source in variants[i % len(variants)].items():
-            next(c for c in nb.cells
-                 if c.metadata.get("nbgrader", {}).get("grade_id") == gid).source = source
+            next(
+                c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid
+            ).source = source
         folder = subs / f"student{i:03d}" / A
         folder.mkdir(parents=True)
         nbformat.write(nb, folder / f"{A}.ipynb")
@@ -83,13 +89,17 @@ def main() -> None:
                 grade(subs, out, root=root, jobs=jobs, progress=False, force=True)
                 times[jobs].append(time.perf_counter() - start)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"\n{args.submissions} submissions of {A}, {cores} cores, load average before the "
-          f"runs {min(load):.1f} to {max(load):.1f}")
+    print(
+        f"\n{args.submissions} submissions of {A}, {cores} cores, load average before the "
+        f"runs {min(load):.1f} to {max(load):.1f}"
+    )
     print(f"{'jobs':>4}  {'wall s (median)':>15}  {'submissions/min':>15}  runs")
     for jobs, ts in times.items():
         med = statistics.median(ts)
-        print(f"{jobs:>4}  {med:>15.1f}  {60 * args.submissions / med:>15.1f}  "
-              f"{', '.join(f'{t:.1f}' for t in ts)}")
+        print(
+            f"{jobs:>4}  {med:>15.1f}  {60 * args.submissions / med:>15.1f}  "
+            f"{', '.join(f'{t:.1f}' for t in ts)}"
+        )
     if 1 in times and 2 in times:
         ratio = statistics.median(times[2]) / statistics.median(times[1])
         print(f"wall time --jobs 2 / --jobs 1: {ratio:.2f} (goal: at most 0.60)")

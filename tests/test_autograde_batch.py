@@ -50,8 +50,14 @@ VARIANTS = {
     "patcher": {"softmax": PATCHING_SOFTMAX},  # cheating: monkeypatches torch.allclose
     "corrupt": None,
 }
-EXPECTED = {"honest": ("5", "graded"), "blank": ("0", "graded"), "naive": ("3", "graded"),
-            "onebug": ("2", "graded"), "patcher": ("3", "review"), "corrupt": ("0", "failed")}
+EXPECTED = {
+    "honest": ("5", "graded"),
+    "blank": ("0", "graded"),
+    "naive": ("3", "graded"),
+    "onebug": ("2", "graded"),
+    "patcher": ("3", "review"),
+    "corrupt": ("0", "failed"),
+}
 
 
 def variant(i: int) -> str:
@@ -68,8 +74,9 @@ def gradebook_scores(root: Path) -> dict[tuple[str, str], dict]:
         for s in students:
             scores = take_submission(gb, A, s)
             if scores is not None:
-                out[(s, A)] = {k: (v["auto_score"], v["manual_score"])
-                               for k, v in scores.grades.items()}
+                out[(s, A)] = {
+                    k: (v["auto_score"], v["manual_score"]) for k, v in scores.grades.items()
+                }
         return out
 
 
@@ -105,12 +112,22 @@ def graded(tmp_path_factory):
         out2 = tmp / "out2"
         out2.mkdir()
         shutil.copy(out1 / ".canary.json", out2)  # the same course version: no canary again
-        cmd = course_cli(str(subs), "--out", str(out2), "--root", str(roots[1]), "--jobs", "2",
-                         "--timeout", str(TIMEOUT))
+        cmd = course_cli(
+            str(subs),
+            "--out",
+            str(out2),
+            "--root",
+            str(roots[1]),
+            "--jobs",
+            "2",
+            "--timeout",
+            str(TIMEOUT),
+        )
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         before = grading_processes()
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, cwd=tmp)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp
+        )
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline and proc.poll() is None:
             if (out2 / "grades.csv").is_file() and len(read_csv(out2 / "grades.csv")) >= 8:
@@ -120,12 +137,14 @@ def graded(tmp_path_factory):
         _, interrupted_err = proc.communicate(timeout=300)
         time.sleep(1)
         leftover = grading_processes() - before
-        after_interrupt = {k: v["graded_at"] for k, v in ResumeLog(out2 / RESUME_FILE).load().items()}
+        after_interrupt = {
+            k: v["graded_at"] for k, v in ResumeLog(out2 / RESUME_FILE).load().items()
+        }
         csv_after_interrupt = read_csv(out2 / "grades.csv")
-        resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp,
-                                 timeout=1800)
-        again = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp,
-                               timeout=600)
+        resumed = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, cwd=tmp, timeout=1800
+        )
+        again = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp, timeout=600)
 
         # 3. three shards (as three machines would), merged into the third course
         shard_outs = []
@@ -133,17 +152,29 @@ def graded(tmp_path_factory):
             out = tmp / f"shard{k}"
             out.mkdir()
             shutil.copy(out1 / ".canary.json", out)
-            grade(subs, out, root=roots[2], timeout=TIMEOUT, progress=False, jobs=2,
-                  shard_of=f"{k}/3")
+            grade(
+                subs, out, root=roots[2], timeout=TIMEOUT, progress=False, jobs=2, shard_of=f"{k}/3"
+            )
             shard_outs.append(out)
         merged = tmp / "merged"
         merge(shard_outs, merged, root=roots[2])
     finally:
         mp.undo()
-    return {"subs": subs, "roots": roots, "rows1": rows1, "out1": out1, "out2": out2,
-            "interrupted": (proc.returncode, interrupted_err), "leftover": leftover,
-            "after_interrupt": after_interrupt, "csv_after_interrupt": csv_after_interrupt,
-            "resumed": resumed, "again": again, "shards": shard_outs, "merged": merged}
+    return {
+        "subs": subs,
+        "roots": roots,
+        "rows1": rows1,
+        "out1": out1,
+        "out2": out2,
+        "interrupted": (proc.returncode, interrupted_err),
+        "leftover": leftover,
+        "after_interrupt": after_interrupt,
+        "csv_after_interrupt": csv_after_interrupt,
+        "resumed": resumed,
+        "again": again,
+        "shards": shard_outs,
+        "merged": merged,
+    }
 
 
 @pytest.mark.slow
@@ -184,7 +215,9 @@ def test_the_resumed_run_grades_only_what_was_left(graded):
 
 @pytest.mark.slow
 def test_jobs_2_resumed_gives_the_same_grades_as_jobs_1(graded):
-    assert (graded["out2"] / "grades.csv").read_text() == (graded["out1"] / "grades.csv").read_text()
+    assert (graded["out2"] / "grades.csv").read_text() == (
+        graded["out1"] / "grades.csv"
+    ).read_text()
     reference = gradebook_scores(graded["roots"][0])
     assert len(reference) == STUDENTS - STUDENTS // len(VARIANTS)  # corrupt: no entry
     assert gradebook_scores(graded["roots"][1]) == reference
@@ -194,7 +227,9 @@ def test_jobs_2_resumed_gives_the_same_grades_as_jobs_1(graded):
 def test_three_merged_shards_give_the_same_grades_as_jobs_1(graded):
     sizes = [len(read_csv(out / "grades.csv")) for out in graded["shards"]]
     assert sum(sizes) == STUDENTS and all(sizes)
-    assert (graded["merged"] / "grades.csv").read_text() == (graded["out1"] / "grades.csv").read_text()
+    assert (graded["merged"] / "grades.csv").read_text() == (
+        graded["out1"] / "grades.csv"
+    ).read_text()
     assert gradebook_scores(graded["roots"][2]) == gradebook_scores(graded["roots"][0])
 
     def pages(folder: Path) -> set[str]:
@@ -203,8 +238,9 @@ def test_three_merged_shards_give_the_same_grades_as_jobs_1(graded):
     assert pages(graded["merged"]) == pages(graded["out1"])
     assert len(pages(graded["out1"])) == STUDENTS
     for step in ("autograded", "submitted"):
-        assert ({p.name for p in (graded["roots"][2] / step).iterdir()}
-                == {p.name for p in (graded["roots"][0] / step).iterdir()})
+        assert {p.name for p in (graded["roots"][2] / step).iterdir()} == {
+            p.name for p in (graded["roots"][0] / step).iterdir()
+        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,15 +266,18 @@ def _fake_shard(folder: Path, k: int, n: int, whole, mine, finished=True) -> Pat
     return folder
 
 
-@pytest.mark.parametrize("case, words", [
-    ("overlap", "ann/a1 was graded by two shards"),
-    ("missing shard", "shard(s) 2/2 missing"),
-    ("missing student", "no shard graded bob/a1"),
-    ("unfinished", "did not finish: run its command again"),
-    ("twice", "shard 1/2 given twice"),
-    ("different classes", "the shards saw different classes"),
-    ("not a shard", "is not the output folder of a shard"),
-])
+@pytest.mark.parametrize(
+    "case, words",
+    [
+        ("overlap", "ann/a1 was graded by two shards"),
+        ("missing shard", "shard(s) 2/2 missing"),
+        ("missing student", "no shard graded bob/a1"),
+        ("unfinished", "did not finish: run its command again"),
+        ("twice", "shard 1/2 given twice"),
+        ("different classes", "the shards saw different classes"),
+        ("not a shard", "is not the output folder of a shard"),
+    ],
+)
 def test_merge_refuses_a_bad_set_of_shards(tmp_path, case, words):
     whole = [("ann", "a1"), ("bob", "a1")]
     one = _fake_shard(tmp_path / "one", 1, 2, whole, [("ann", "a1")])
@@ -246,11 +285,13 @@ def test_merge_refuses_a_bad_set_of_shards(tmp_path, case, words):
         "overlap": lambda: _fake_shard(tmp_path / "two", 2, 2, whole, whole),
         "missing shard": lambda: None,
         "missing student": lambda: _fake_shard(tmp_path / "two", 2, 2, whole, []),
-        "unfinished": lambda: _fake_shard(tmp_path / "two", 2, 2, whole, [("bob", "a1")],
-                                          finished=False),
+        "unfinished": lambda: _fake_shard(
+            tmp_path / "two", 2, 2, whole, [("bob", "a1")], finished=False
+        ),
         "twice": lambda: _fake_shard(tmp_path / "two", 1, 2, whole, [("bob", "a1")]),
-        "different classes": lambda: _fake_shard(tmp_path / "two", 2, 2, whole[1:],
-                                                 [("bob", "a1")]),
+        "different classes": lambda: _fake_shard(
+            tmp_path / "two", 2, 2, whole[1:], [("bob", "a1")]
+        ),
         "not a shard": lambda: (tmp_path / "two").mkdir() or tmp_path / "two",
     }[case]()
     folders = [one] + ([two] if two is not None else [])

@@ -11,6 +11,10 @@ loaded explicitly and closes the gaps we measured in nbgrader 0.9:
 - ``grade()`` never leaves a stale score behind: each submission is graded from scratch, and
   one that cannot be graded (corrupt file, dead kernel, endless loop) gets 0 and a reason.
   Feedback HTML is rendered without hidden tests and checked for leaks before it is kept.
+  ``jobs`` worker processes grade at once; this process alone writes the gradebook and
+  grades.csv, row by row, so an interrupted run keeps its rows and a re-run resumes.
+- ``merge()`` puts together the shards of a class graded on several machines
+  (``grade(..., shard_of="K/N")``).
 
 Each public function takes ``root`` (the folder with ``nbgrader_config.py``); by default the
 course is found from the current folder upwards, then next to this package.

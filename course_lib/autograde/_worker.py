@@ -82,17 +82,25 @@ class Worker:
 
         if self.course is None:
             s = self.setup
-            grading = Grading(self.dir, s.seed, unsafe=s.unsafe,
-                              notebook_timeout=s.notebook_timeout)
+            grading = Grading(
+                self.dir, s.seed, unsafe=s.unsafe, notebook_timeout=s.notebook_timeout
+            )
             (self.dir / "solutions").mkdir()
-            self.course = Course(self.dir, config_root=s.root, db_path=self.dir / "gradebook.db",
-                                 release_dir=self.dir / "release",
-                                 exchange_dir=self.dir / "exchange", timeout=s.timeout,
-                                 grading=grading)
+            self.course = Course(
+                self.dir,
+                config_root=s.root,
+                db_path=self.dir / "gradebook.db",
+                release_dir=self.dir / "release",
+                exchange_dir=self.dir / "exchange",
+                timeout=s.timeout,
+                grading=grading,
+            )
         if assignment not in self.infos:
-            shutil.copytree(self.setup.root / "solutions" / assignment,
-                            self.dir / "solutions" / assignment,
-                            ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+            shutil.copytree(
+                self.setup.root / "solutions" / assignment,
+                self.dir / "solutions" / assignment,
+                ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
+            )
             self.infos[assignment] = self.course.generate(assignment)
         return self.infos[assignment]
 
@@ -101,8 +109,7 @@ class Worker:
 
         info = self._info(task.assignment)
         feedback = self.dir / "staged-feedback" if self.setup.feedback else None
-        row = self.course.grade_submission(task.student, info, task.folder, feedback,
-                                           task.problem)
+        row = self.course.grade_submission(task.student, info, task.folder, feedback, task.problem)
         with self.course.gradebook() as gb:
             scores = take_submission(gb, task.assignment, task.student)
         return Done(task, row, scores, self.dir)
@@ -131,8 +138,8 @@ def _receive(f: Any) -> Any:
 
 
 def serve() -> None:
-    """A worker process (``python -c "..._worker import serve; serve()"``): read a ``Setup``, then
-    grade each ``Task`` read from stdin and answer its ``Done``, until stdin closes."""
+    """The worker process: read a ``Setup``, then grade each ``Task`` read from stdin and
+    answer its ``Done`` on stdout, until stdin closes."""
     # Ctrl-C reaches the whole process group: the grading command decides, and ends the workers
     # with SIGTERM, which unwinds the current jail (its kernels and referee are killed).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -167,9 +174,9 @@ _WORKER = "from course_lib.autograde._worker import serve; serve()"
 class Pool:
     """``jobs`` worker processes grading ``Task``s; ``run`` yields each ``Done`` as it finishes.
 
-    Workers are plain subprocesses (``python -c "..._worker import serve; serve()"``), so they work
-    whatever the caller's main module is. Use as a context manager: leaving it (finished,
-    Ctrl-C or error) ends every worker.
+    Workers are plain subprocesses (``serve()`` in a fresh interpreter), so they work whatever
+    the caller's main module is. Use as a context manager: leaving it (finished, Ctrl-C or
+    error) ends every worker.
     """
 
     def __init__(self, setup: Setup, jobs: int) -> None:
@@ -186,8 +193,9 @@ class Pool:
         self.close()
 
     def _start(self) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", _WORKER],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
         _send(proc.stdin, self.setup)
         self.workers[proc.stdout.fileno()] = proc
         return proc
@@ -224,8 +232,11 @@ class Pool:
                     code = proc.wait()
                     proc.stdout.close()
                     if task is not None:
-                        yield failed(task, f"the grading process died (exit code {code}: out "
-                                           "of memory, or killed); grade it again")
+                        yield failed(
+                            task,
+                            f"the grading process died (exit code {code}: out "
+                            "of memory, or killed); grade it again",
+                        )
                     if todo:
                         self._give(self._start(), todo)
                     continue
@@ -247,4 +258,3 @@ class Pool:
                 with contextlib.suppress(OSError):
                     f.close()
         self.workers.clear()
-

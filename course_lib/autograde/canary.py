@@ -42,8 +42,9 @@ def course_version(root: Path, assignment: str, grading: Grading, timeout: float
 class Canary:
     """Grades the solutions and the blank release of each assignment, unless remembered."""
 
-    def __init__(self, root: Path, tmp: Path, grading: Grading, timeout: float | None,
-                 cache: Path) -> None:
+    def __init__(
+        self, root: Path, tmp: Path, grading: Grading, timeout: float | None, cache: Path
+    ) -> None:
         self.root, self.tmp, self.grading, self.timeout = root, tmp, grading, timeout
         self.cache = cache
         self.graded = 0  # canary gradings done (0 when the cache answered)
@@ -63,10 +64,12 @@ class Canary:
                 continue
             problems = self._grade(info, when)
             if problems:
-                raise PipelineError(f"canary failed at the {when} of the run: "
-                                    f"{'; '.join(problems)}. The course or the grading machinery "
-                                    f"is broken (or was tampered with): run `course validate "
-                                    f"{name}`")
+                raise PipelineError(
+                    f"canary failed at the {when} of the run: "
+                    f"{'; '.join(problems)}. The course or the grading machinery "
+                    f"is broken (or was tampered with): run `course validate "
+                    f"{name}`"
+                )
             cached[name] = key
             tmp = self.cache.with_suffix(".tmp")
             tmp.write_text(json.dumps(cached, indent=1))
@@ -74,21 +77,35 @@ class Canary:
 
     def _grade(self, info: AssignmentInfo, when: str) -> list[str]:
         folder = self.tmp / f"canary-{when}-{info.name}"
-        shutil.copytree(self.root / "solutions" / info.name, folder / "solutions" / info.name,
-                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-        course = Course(folder, config_root=self.root, db_path=folder / "gradebook.db",
-                        release_dir=folder / "release", exchange_dir=folder / "exchange",
-                        timeout=self.timeout, grading=self.grading)
+        shutil.copytree(
+            self.root / "solutions" / info.name,
+            folder / "solutions" / info.name,
+            ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
+        )
+        course = Course(
+            folder,
+            config_root=self.root,
+            db_path=folder / "gradebook.db",
+            release_dir=folder / "release",
+            exchange_dir=folder / "exchange",
+            timeout=self.timeout,
+            grading=self.grading,
+        )
         info = course.generate(info.name)
-        solution = course.grade_submission("canary-solutions", info,
-                                           self.root / "solutions" / info.name, None)
+        solution = course.grade_submission(
+            "canary-solutions", info, self.root / "solutions" / info.name, None
+        )
         blank = course.grade_submission("canary-release", info, info.release_dir, None)
         self.graded += 2
         problems = []
         if solution.total < info.max_score:
-            problems.append(f"the solutions of {info.name} scored {solution.total:g}/"
-                            f"{info.max_score:g} ({solution.reason or solution.status})")
+            problems.append(
+                f"the solutions of {info.name} scored {solution.total:g}/"
+                f"{info.max_score:g} ({solution.reason or solution.status})"
+            )
         if blank.status == "failed" or blank.total > 0:
-            problems.append(f"the blank release of {info.name} scored {blank.total:g} "
-                            f"({blank.reason or blank.status})")
+            problems.append(
+                f"the blank release of {info.name} scored {blank.total:g} "
+                f"({blank.reason or blank.status})"
+            )
         return problems

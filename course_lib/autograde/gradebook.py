@@ -53,11 +53,16 @@ def take_submission(gb: Any, assignment: str, student: str) -> SubmissionScores 
     except MissingEntry:
         return None
     out = SubmissionScores(assignment, student, timestamp=sub.timestamp)
-    out.student_fields = {k: getattr(sub.student, k) for k in _STUDENT_FIELDS
-                          if getattr(sub.student, k, None) is not None}
+    out.student_fields = {
+        k: getattr(sub.student, k)
+        for k in _STUDENT_FIELDS
+        if getattr(sub.student, k, None) is not None
+    }
     for nb in sub.notebooks:
-        out.notebooks[nb.name] = {"flagged": nb.flagged,
-                                  "late_submission_penalty": nb.late_submission_penalty}
+        out.notebooks[nb.name] = {
+            "flagged": nb.flagged,
+            "late_submission_penalty": nb.late_submission_penalty,
+        }
         for g in nb.grades:
             out.grades[(nb.name, g.name)] = {k: getattr(g, k) for k in _GRADE_FIELDS}
         for c in nb.comments:
@@ -103,6 +108,8 @@ def put_submission(gb: Any, scores: SubmissionScores) -> None:
     except MissingEntry as exc:
         gb.db.rollback()
         forget_submission(gb, scores.assignment, scores.student)
-        raise ValueError(f"the gradebook's {scores.assignment} does not match the graded one "
-                         f"({exc}): regenerate the assignment and grade again") from exc
+        raise ValueError(
+            f"the gradebook's {scores.assignment} does not match the graded one "
+            f"({exc}): regenerate the assignment and grade again"
+        ) from exc
     gb.db.commit()

@@ -64,14 +64,23 @@ def write_table(path: Path, labels: Sequence[str], records: Iterable[dict[str, s
 
 def record(row: GradeRow, cols: dict[tuple[str, str, str], str]) -> dict[str, str]:
     """``row`` as a grades.csv record."""
-    points = {cols[(row.assignment, nb, gid)]: f"{score:g}"
-              for (nb, gid), score in row.scores.items()}
-    return {"student": row.student, "assignment": row.assignment, **points,
-            "total": f"{row.total:g}", "max": f"{row.max_score:g}", "status": row.status,
-            "reason": row.reason}
+    points = {
+        cols[(row.assignment, nb, gid)]: f"{score:g}" for (nb, gid), score in row.scores.items()
+    }
+    return {
+        "student": row.student,
+        "assignment": row.assignment,
+        **points,
+        "total": f"{row.total:g}",
+        "max": f"{row.max_score:g}",
+        "status": row.status,
+        "reason": row.reason,
+    }
 
 
-def write_grades_csv(path: Path, rows: Sequence[GradeRow], infos: dict[str, AssignmentInfo]) -> None:
+def write_grades_csv(
+    path: Path, rows: Sequence[GradeRow], infos: dict[str, AssignmentInfo]
+) -> None:
     """Write grades.csv: student, assignment, one column per exercise, total, max, status, reason.
 
     Rows of an existing grades.csv are kept, except those of the (student, assignment) pairs
@@ -81,10 +90,21 @@ def write_grades_csv(path: Path, rows: Sequence[GradeRow], infos: dict[str, Assi
     write_table(path, list(cols.values()), [record(r, cols) for r in rows])
 
 
-def row_from_record(rec: dict[str, str], info: AssignmentInfo,
-                    cols: dict[tuple[str, str, str], str]) -> GradeRow:
+def row_from_record(
+    rec: dict[str, str], info: AssignmentInfo, cols: dict[tuple[str, str, str], str]
+) -> GradeRow:
     """The ``GradeRow`` a grades.csv record was written from (without feedback paths)."""
-    scores = {(nb.name, gid): float(rec.get(cols[(info.name, nb.name, gid)]) or 0.0)
-              for nb in info.notebooks for gid, _ in nb.grade_cells}
-    return GradeRow(rec["student"], rec["assignment"], scores, float(rec["total"] or 0.0),
-                    float(rec["max"] or 0.0), rec["status"], rec["reason"])
+    scores = {
+        (nb.name, gid): float(rec.get(cols[(info.name, nb.name, gid)]) or 0.0)
+        for nb in info.notebooks
+        for gid, _ in nb.grade_cells
+    }
+    return GradeRow(
+        rec["student"],
+        rec["assignment"],
+        scores,
+        float(rec["total"] or 0.0),
+        float(rec["max"] or 0.0),
+        rec["status"],
+        rec["reason"],
+    )

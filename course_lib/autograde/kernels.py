@@ -68,8 +68,9 @@ class JailedExecute(Execute):
         kwargs["kernel_manager_class"] = JailedKernelManager
         super().__init__(*args, **kwargs)
 
-    async def async_execute_cell(self, cell: Any, cell_index: int, *args: Any,
-                                 **kwargs: Any) -> Any:
+    async def async_execute_cell(
+        self, cell: Any, cell_index: int, *args: Any, **kwargs: Any
+    ) -> Any:
         jail = current_jail()
         if jail is None or cell.cell_type != "code":
             return await super().async_execute_cell(cell, cell_index, *args, **kwargs)
@@ -80,14 +81,16 @@ class JailedExecute(Execute):
         if cell_index in jail.skip:
             why = "this cell stopped the kernel on the first run, so it was skipped"
         elif jail.notebook_timeout is not None and spent > jail.notebook_timeout:
-            why = (f"not run: the notebook's time limit ({jail.notebook_timeout:g} s) "
-                   "was spent")
+            why = f"not run: the notebook's time limit ({jail.notebook_timeout:g} s) was spent"
         if why:
             import nbformat
 
             jail.not_run.append(cell_index)
-            cell.outputs = [nbformat.v4.new_output(
-                "error", ename="NotRun", evalue=why, traceback=[f"NotRun: {why}"])]
+            cell.outputs = [
+                nbformat.v4.new_output(
+                    "error", ename="NotRun", evalue=why, traceback=[f"NotRun: {why}"]
+                )
+            ]
             return cell
         jail.running = cell_index
         jail.running_id = cell.metadata.get("nbgrader", {}).get("grade_id", "")

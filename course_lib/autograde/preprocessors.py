@@ -48,15 +48,19 @@ class StripHiddenTests(Preprocessor):
                 kind = out.get("output_type")
                 if kind == "error":
                     if HIDDEN_STARTED is not None and gid in HIDDEN_STARTED:
-                        out["evalue"] = ("a hidden check of this cell failed (the hidden "
-                                         "cases are not shown)")
+                        out["evalue"] = (
+                            "a hidden check of this cell failed (the hidden cases are not shown)"
+                        )
                     out["traceback"] = [
                         f"\x1b[0;31m{out.get('ename', 'Error')}\x1b[0m: {out.get('evalue', '')}",
                         "(traceback not shown: it would quote the hidden tests)",
                     ]
                 elif kind == "stream":
-                    kept = [line for line in out.get("text", "").splitlines()
-                            if _PASSED_LINE.match(line.strip())]
+                    kept = [
+                        line
+                        for line in out.get("text", "").splitlines()
+                        if _PASSED_LINE.match(line.strip())
+                    ]
                     if not kept:
                         continue
                     out["text"] = "\n".join(kept) + "\n"
@@ -103,5 +107,13 @@ def autograde_preprocessors(*, jailed: bool = False) -> list[type]:
 
     if jailed:
         from course_lib.autograde.kernels import JailedExecute as Execute  # noqa: N814
-    return [Execute, StderrIsNotFailure, IgnorePattern, ClearMetadataPreprocessor,
-            LimitOutput, SaveAutoGrades, AssignLatePenalties, CheckCellMetadata]
+    return [
+        Execute,
+        StderrIsNotFailure,
+        IgnorePattern,
+        ClearMetadataPreprocessor,
+        LimitOutput,
+        SaveAutoGrades,
+        AssignLatePenalties,
+        CheckCellMetadata,
+    ]

@@ -65,9 +65,13 @@ class ResumeLog:
 
     def add(self, student: str, assignment: str, key: str | None, **extra: Any) -> None:
         """Append an entry (``key`` None: must be graded again) and flush it to disk."""
-        entry = {"student": student, "assignment": assignment, "key": key,
-                 "graded_at": datetime.datetime.now(datetime.UTC).isoformat(
-                     timespec="milliseconds"), **extra}
+        entry = {
+            "student": student,
+            "assignment": assignment,
+            "key": key,
+            "graded_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+            **extra,
+        }
         torn = False  # a run killed in the middle of a line: start a new one
         if self.path.is_file() and self.path.stat().st_size > 0:
             with self.path.open("rb") as f:

@@ -44,12 +44,14 @@ def parse(spec: str | tuple[int, int]) -> tuple[int, int]:
     else:
         m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(spec))
         if m is None:
-            raise ValueError(f"--shard {spec!r}: expected K/N, e.g. --shard 2/8 for the second "
-                             "of 8 slices")
+            raise ValueError(
+                f"--shard {spec!r}: expected K/N, e.g. --shard 2/8 for the second of 8 slices"
+            )
         k, n = int(m[1]), int(m[2])
     if not 1 <= k <= n:
-        raise ValueError(f"--shard {k}/{n}: K must be between 1 and N (slices are numbered "
-                         f"1 to {n})")
+        raise ValueError(
+            f"--shard {k}/{n}: K must be between 1 and N (slices are numbered 1 to {n})"
+        )
     return k, n
 
 
@@ -58,10 +60,21 @@ def of(student: str, n: int) -> int:
     return int.from_bytes(hashlib.sha256(student.encode("utf-8")).digest()[:8], "big") % n + 1
 
 
-def write_manifest(out: Path, slice_: tuple[int, int], whole: Sequence[tuple[str, str]],
-                   mine: Sequence[tuple[str, str]], *, finished: bool) -> None:
-    data = {"shard": slice_[0], "of": slice_[1], "finished": finished,
-            "class": [list(p) for p in whole], "graded": [list(p) for p in mine]}
+def write_manifest(
+    out: Path,
+    slice_: tuple[int, int],
+    whole: Sequence[tuple[str, str]],
+    mine: Sequence[tuple[str, str]],
+    *,
+    finished: bool,
+) -> None:
+    data = {
+        "shard": slice_[0],
+        "of": slice_[1],
+        "finished": finished,
+        "class": [list(p) for p in whole],
+        "graded": [list(p) for p in mine],
+    }
     tmp = out / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(out / MANIFEST)
@@ -75,9 +88,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         data["graded"] = [tuple(p) for p in data["graded"]]
         return data
     except (OSError, ValueError, KeyError, TypeError):
-        raise ValueError(f"{folder} is not the output folder of a shard (no readable "
-                         f"{MANIFEST}): grade into it with `course grade SUBMISSIONS --shard K/N "
-                         f"--out {folder}`") from None
+        raise ValueError(
+            f"{folder} is not the output folder of a shard (no readable "
+            f"{MANIFEST}): grade into it with `course grade SUBMISSIONS --shard K/N "
+            f"--out {folder}`"
+        ) from None
 
 
 def _pairs(pairs: Sequence[tuple[str, str]], limit: int = 5) -> str:
@@ -92,45 +107,61 @@ def check(folders: Sequence[Path]) -> list[dict[str, Any]]:
     manifests = [read_manifest(f) | {"folder": f} for f in folders]
     n = manifests[0]["of"]
     if any(m["of"] != n for m in manifests):
-        raise ValueError("the shards were cut differently: " + ", ".join(
-            f"{m['folder']} is {m['shard']}/{m['of']}" for m in manifests))
+        raise ValueError(
+            "the shards were cut differently: "
+            + ", ".join(f"{m['folder']} is {m['shard']}/{m['of']}" for m in manifests)
+        )
     seen: dict[int, Path] = {}
     for m in manifests:
         if m["shard"] in seen:
-            raise ValueError(f"shard {m['shard']}/{n} given twice: {seen[m['shard']]} and "
-                             f"{m['folder']}")
+            raise ValueError(
+                f"shard {m['shard']}/{n} given twice: {seen[m['shard']]} and {m['folder']}"
+            )
         seen[m["shard"]] = m["folder"]
     missing = [k for k in range(1, n + 1) if k not in seen]
     if missing:
-        raise ValueError(f"shard(s) {', '.join(f'{k}/{n}' for k in missing)} missing: grade "
-                         "them with `course grade SUBMISSIONS --shard K/N --out DIR` and pass "
-                         "every shard's folder to --merge")
+        raise ValueError(
+            f"shard(s) {', '.join(f'{k}/{n}' for k in missing)} missing: grade "
+            "them with `course grade SUBMISSIONS --shard K/N --out DIR` and pass "
+            "every shard's folder to --merge"
+        )
     whole = set(manifests[0]["class"])
     for m in manifests[1:]:
         if set(m["class"]) != whole:
             diff = sorted(set(m["class"]) ^ whole)
-            raise ValueError(f"the shards saw different classes ({m['folder']} and "
-                             f"{manifests[0]['folder']} differ on {_pairs(diff)}): grade every "
-                             "shard from the same submissions folder")
+            raise ValueError(
+                f"the shards saw different classes ({m['folder']} and "
+                f"{manifests[0]['folder']} differ on {_pairs(diff)}): grade every "
+                "shard from the same submissions folder"
+            )
     owner: dict[tuple[str, str], Path] = {}
     for m in manifests:
         if not m["finished"]:
-            raise ValueError(f"shard {m['shard']}/{n} ({m['folder']}) did not finish: run its "
-                             "command again (it resumes), then merge")
+            raise ValueError(
+                f"shard {m['shard']}/{n} ({m['folder']}) did not finish: run its "
+                "command again (it resumes), then merge"
+            )
         for pair in m["graded"]:
             if pair in owner:
-                raise ValueError(f"{pair[0]}/{pair[1]} was graded by two shards ({owner[pair]} "
-                                 f"and {m['folder']}): refusing to choose; grade again")
+                raise ValueError(
+                    f"{pair[0]}/{pair[1]} was graded by two shards ({owner[pair]} "
+                    f"and {m['folder']}): refusing to choose; grade again"
+                )
             owner[pair] = m["folder"]
     lost = sorted(whole - set(owner))
     if lost:
-        raise ValueError(f"no shard graded {_pairs(lost)}: grade them (e.g. rerun their "
-                         "shard), then merge")
+        raise ValueError(
+            f"no shard graded {_pairs(lost)}: grade them (e.g. rerun their shard), then merge"
+        )
     return manifests
 
 
-def merge(folders: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None, *,
-          root: str | os.PathLike | None = None) -> list[dict[str, str]]:
+def merge(
+    folders: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike | None = None,
+    *,
+    root: str | os.PathLike | None = None,
+) -> list[dict[str, str]]:
     """Combine shard output folders into ``out_dir`` (grades.csv, feedback/) and the course.
 
     The course's gradebook (and its submitted/, autograded/, feedback/ folders) receives every
@@ -158,8 +189,10 @@ def merge(folders: Sequence[str | os.PathLike], out_dir: str | os.PathLike | Non
         rows = {(r["student"], r["assignment"]): r for r in table}
         absent = [p for p in m["graded"] if p not in rows]
         if absent:
-            raise ValueError(f"{m['folder'] / 'grades.csv'} lacks the rows of {_pairs(absent)}: "
-                             "run that shard's command again (it resumes), then merge")
+            raise ValueError(
+                f"{m['folder'] / 'grades.csv'} lacks the rows of {_pairs(absent)}: "
+                "run that shard's command again (it resumes), then merge"
+            )
         records += [rows[p] for p in m["graded"]]
         labels += [c for c in fields[2:-4] if c not in labels]
     out.mkdir(parents=True, exist_ok=True)
@@ -193,6 +226,8 @@ def merge(folders: Sequence[str | os.PathLike], out_dir: str | os.PathLike | Non
                 if src.exists():
                     shutil.copytree(src, dest, symlinks=True)
     grades_csv.write_table(out / "grades.csv", labels, records)
-    print(f"merged {len(manifests)} shard(s): {len(records)} submission(s) -> "
-          f"{out / 'grades.csv'} and the course gradebook ({course.coursedir.db_url})")
+    print(
+        f"merged {len(manifests)} shard(s): {len(records)} submission(s) -> "
+        f"{out / 'grades.csv'} and the course gradebook ({course.coursedir.db_url})"
+    )
     return records
