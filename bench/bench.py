@@ -26,6 +26,8 @@ Rows:
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import platform
 import statistics
 import subprocess
@@ -90,10 +92,11 @@ def forward(model, x):
     return run
 
 
-def hf_generate(model, ids, n):
+def hf_generate(model, ids, n, **kwargs):
     def run():
         model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                       min_new_tokens=n, do_sample=False, pad_token_id=0, eos_token_id=None)
+                       min_new_tokens=n, do_sample=False, pad_token_id=0, eos_token_id=None,
+                       **kwargs)
     return run
 
 
@@ -174,6 +177,50 @@ def update_markdown(path: Path, key: str, text: str) -> None:
                          f"{key} table belongs")
     head, rest = doc.split(start, 1)
     path.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
+
+
+def fast_decode_rows(hf_model, prompts, n, repeats, device, report) -> None:
+    """Our StaticDecoder (static KV cache; a CUDA graph per token on a GPU) against HF generate.
+
+    SmolLM2, greedy, batch 1, timed on ``prompts[0]``. float32 everywhere (its tokens are
+    checked against our eager ``generate`` on every prompt); on CUDA bfloat16 too, whose tokens
+    are compared with the float32 eager ones (near-ties may flip them), and HF's own fast path
+    (``cache_implementation="static"``, which compiles its decoding step).
+    """
+    from course_lib.fast_decoding import StaticDecoder
+    from course_lib.llama import Llama
+
+    reference = {}  # prompt index -> float32 eager tokens
+    for dtype in [torch.float32] + ([torch.bfloat16] if device.type == "cuda" else []):
+        hf = hf_model if dtype == torch.float32 else copy.deepcopy(hf_model).to(dtype)
+        ours = Llama.from_hf(hf).eval()
+        decoder = StaticDecoder(ours, 1, max(p.shape[1] for p in prompts) + n)
+        same = 0
+        for i, p in enumerate(prompts):
+            fast = decoder.generate(p, n)
+            if dtype == torch.float32:
+                reference[i] = generate(ours, p, n)
+            same += bool(torch.equal(fast, reference[i]))
+        name = str(dtype).removeprefix("torch.")
+        check = f"tokens = fp32 eager on {same}/{len(prompts)} prompts"
+        fns = {"fast": functools.partial(decoder.generate, prompts[0], n),
+               "hf": hf_generate(hf, prompts[0], n)}
+        if device.type == "cuda":
+            fns["hf_static"] = hf_generate(hf, prompts[0], n, cache_implementation="static")
+        try:
+            t = time_alternately(fns, repeats, device, warmup=3)
+        except Exception as err:  # HF's compiled static path is version-sensitive: say so
+            print(f"HF static-cache path failed ({type(err).__name__}: {err}); timing without it")
+            fns.pop("hf_static", None)
+            t = time_alternately(fns, repeats, device, warmup=2)
+        tps = {k: n / v for k, v in t.items()}
+        goal = ">= 10" if device.type == "cuda" else (">= 1.5" if dtype == torch.float32 else "")
+        report(f"fast decode SmolLM2 {name}, {n} tokens ({check})", f"{tps['fast']:.1f} tok/s",
+               f"{tps['hf']:.1f} tok/s", tps["fast"] / tps["hf"], "tok/s", goal)
+        if "hf_static" in tps:
+            report("  same, vs HF cache_implementation='static'", f"{tps['fast']:.1f} tok/s",
+                   f"{tps['hf_static']:.1f} tok/s", tps["fast"] / tps["hf_static"], "tok/s",
+                   ">= 5")
 
 
 def machine() -> str:
@@ -315,6 +362,15 @@ def main(argv: list[str] | None = None) -> int:
                    f"{tps['hf']:.1f} tok/s", tps["ours"] / tps["hf"], "tok/s", ">= 1.0")
         report("  same, our generate on the HF model", f"{tps['ours_on_hf']:.1f} tok/s",
                f"{tps['hf']:.1f} tok/s", tps["ours_on_hf"] / tps["hf"], "tok/s", ">= 1.0")
+
+        questions = ["Tell me about Paris.", "What is the capital of France?",
+                     "Give me one tip for learning to play the guitar.", "Why is the sky blue?"]
+        prompts = [smol_tok(smol_tok.apply_chat_template([{"role": "user", "content": q}],
+                                                         tokenize=False, add_generation_prompt=True),
+                            return_tensors="pt").input_ids.to(device) for q in questions]
+        fast_n = 128 if device.type == "cuda" else n
+        fast_decode_rows(smol, prompts if not args.quick else prompts[:1], fast_n,
+                         max(3, repeats // 2), device, report)
 
     tables = {}  # --update key -> Markdown
     if rows:
