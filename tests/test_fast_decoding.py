@@ -205,3 +205,41 @@ def test_cuda_graph_tokens_equal_generate(which):
     for seed in range(2):
         ids = prompts(model.config.vocab_size, T=6, seed=seed).cuda()
         assert torch.equal(decoder.generate(ids, 20), generate(model, ids, 20))
+
+
+def test_bench_fast_decode_rows_run_and_check_tokens():
+    """bench/bench.py's decoding rows run (here on a tiny HF Llama) and count equal tokens."""
+    import importlib.util
+    from pathlib import Path
+
+    from transformers import LlamaConfig as HFLlamaConfig
+    from transformers import LlamaForCausalLM
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "bench.py"
+    spec = importlib.util.spec_from_file_location("course_bench_decode", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    config = HFLlamaConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # logits of order 1: no near-ties for float32 rounding to flip
+        for p in hf.parameters():
+            p.normal_(0.0, 0.15)
+    rows = []
+    bench.fast_decode_rows(
+        hf,
+        [prompts(97, B=1, T=5, seed=s) for s in range(2)],
+        6,
+        1,
+        torch.device("cpu"),
+        lambda *row: rows.append(row),
+    )
+    assert len(rows) == 1 and "tokens = fp32 eager on 2/2 prompts" in rows[0][0]
