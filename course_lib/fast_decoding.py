@@ -397,6 +397,8 @@ def fast_generate(
     repeated calls, build the ``StaticDecoder`` once (recording the graph, or compiling, costs
     more than a short generation).
     """
+    if not isinstance(input_ids, Tensor) or input_ids.dim() != 2:
+        raise TypeError("input_ids must be an integer tensor of shape (B, T)")
     decoder = StaticDecoder(
         model,
         input_ids.shape[0],

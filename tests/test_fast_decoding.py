@@ -167,6 +167,8 @@ def test_decoder_rejects_bad_use():
         StaticDecoder(model, 1, 10, cuda_graph=True)
     with pytest.raises(ValueError, match="eval mode"):
         StaticDecoder(tiny_gpt().train(), 1, 10)
+    with pytest.raises(TypeError, match=r"\(B, T\)"):
+        fast_generate(model, [1, 2, 3], 2)
     with pytest.raises(TypeError, match="from_hf"):
         StaticDecoder(torch.nn.Linear(2, 2).eval(), 1, 10)
 
