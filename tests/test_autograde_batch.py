@@ -9,6 +9,7 @@ resumed run must not grade again what the interrupted one finished.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -80,6 +81,17 @@ def gradebook_scores(root: Path) -> dict[tuple[str, str], dict]:
         return out
 
 
+def course_lib_hash() -> str:
+    """A hash of course_lib's code, which the resume key includes."""
+    import course_lib
+
+    package = Path(course_lib.__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 def course_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "course_lib", "grade", *args]
 
@@ -109,6 +121,7 @@ def graded(tmp_path_factory):
         rows1 = grade(subs, out1, root=roots[0], timeout=TIMEOUT, progress=False, jobs=1)
 
         # 2. --jobs 2 from the command line, interrupted by SIGINT, then run again
+        code_before = course_lib_hash()
         out2 = tmp / "out2"
         out2.mkdir()
         shutil.copy(out1 / ".canary.json", out2)  # the same course version: no canary again
@@ -145,6 +158,7 @@ def graded(tmp_path_factory):
             cmd, env=env, capture_output=True, text=True, cwd=tmp, timeout=1800
         )
         again = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp, timeout=600)
+        code_changed = course_lib_hash() != code_before
 
         # 3. three shards (as three machines would), merged into the third course
         shard_outs = []
@@ -170,6 +184,7 @@ def graded(tmp_path_factory):
         "leftover": leftover,
         "after_interrupt": after_interrupt,
         "csv_after_interrupt": csv_after_interrupt,
+        "code_changed": code_changed,
         "resumed": resumed,
         "again": again,
         "shards": shard_outs,
@@ -198,6 +213,11 @@ def test_an_interrupted_run_stops_cleanly_and_keeps_its_rows(graded):
 
 @pytest.mark.slow
 def test_the_resumed_run_grades_only_what_was_left(graded):
+    if graded["code_changed"]:  # a new course version must be graded again: not this test's case
+        pytest.skip(
+            "course_lib's code changed while the class was graded (edited by another "
+            "process), so the resumed run rightly graded everything again"
+        )
     resumed = graded["resumed"]
     assert resumed.returncode == 1, resumed.stderr  # (the corrupt notebooks failed)
     kept = len(graded["after_interrupt"])
