@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from course_lib import functional
 from course_lib.attention import KVCache, causal_attention, multi_head_self_attention
-from course_lib.lm import CausalLMOutput, causal_lm_loss, check_inputs, copy_weights, resolve_cache
+from course_lib.lm import CausalLM, copy_weights
 
 __all__ = [
     "GPT",
@@ -296,7 +296,7 @@ def params_from_hf(hf_model: nn.Module) -> dict[str, Tensor]:
 # ------------------------------------------------------------------------------------------------
 
 
-class GPT(nn.Module):
+class GPT(CausalLM):
     """GPT-2: token + position embeddings, ``n_layer`` pre-LN blocks, final LayerNorm, output layer.
 
     Example:
@@ -351,32 +351,9 @@ class GPT(nn.Module):
             n -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
         return n
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        labels: Tensor | None = None,
-        past_key_values: KVCache | None = None,
-        use_cache: bool = False,
-        *,
-        cache: KVCache | None = None,
-    ) -> CausalLMOutput:
-        """Next-token logits for every position (and the loss when ``labels`` are given).
-
-        Args:
-            input_ids: LongTensor (B, T).
-            labels: optional (B, T), usually ``input_ids`` itself; shifted inside (position t
-                predicts ``labels[:, t + 1]``), -100 is ignored.
-            past_key_values: a ``KVCache`` from an earlier call; ``input_ids`` then continue at
-                position ``past_key_values.get_seq_length()``. It is updated in place.
-            use_cache: start a fresh ``KVCache`` when none is given.
-            cache: another name for ``past_key_values`` (transformers 5 calls it ``cache``).
-
-        Returns:
-            ``CausalLMOutput`` with logits (B, T, V), loss (0-dim or None) and the cache (or None).
-        """
-        cache = resolve_cache(past_key_values, cache, use_cache)
-        past = cache.get_seq_length() if cache is not None else 0
-        check_inputs(input_ids, labels, self.config.vocab_size, past, self.config.n_positions)
+    def logits(self, input_ids: Tensor, past: int, cache: KVCache | None) -> Tensor:
+        """(B, T, V) logits of tokens at positions ``past .. past + T - 1`` (``forward``, inherited
+        from ``course_lib.lm.CausalLM``, checks the inputs and adds the loss)."""
         T = input_ids.shape[1]
         # The positions past .. past + T - 1 are consecutive rows of the position table: a slice
         # is wpe(torch.arange(past, past + T)) without the lookup (and its scatter in backward).
@@ -384,9 +361,7 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(input_ids) + pos_emb)  # (B, T, C)
         for block in self.transformer.h:
             x = block(x, cache)
-        logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
-        return CausalLMOutput(logits=logits, loss=loss, past_key_values=cache)
+        return self.lm_head(self.transformer.ln_f(x))  # (B, T, V)
 
     # --- Hugging Face conversion ----------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from course_lib.attention import KVCache, apply_rope, causal_attention, repeat_kv, rope_cos_sin
 from course_lib.functional import rms_norm, silu
-from course_lib.lm import CausalLMOutput, causal_lm_loss, check_inputs, copy_weights, resolve_cache
+from course_lib.lm import CausalLM, copy_weights
 
 __all__ = [
     "Llama",
@@ -377,7 +377,7 @@ def compare_with_hf(forward: Callable, hf_model: nn.Module, input_ids: Tensor) -
 # ------------------------------------------------------------------------------------------------
 
 
-class Llama(nn.Module):
+class Llama(CausalLM):
     """Llama: token embeddings, ``num_hidden_layers`` blocks, final RMSNorm, output layer.
 
     Example:
@@ -413,42 +413,16 @@ class Llama(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.model.embed_tokens.weight.numel() if exclude_embeddings else n
 
-    def forward(
-        self,
-        input_ids: Tensor,
-        labels: Tensor | None = None,
-        past_key_values: KVCache | None = None,
-        use_cache: bool = False,
-        *,
-        cache: KVCache | None = None,
-    ) -> CausalLMOutput:
-        """Next-token logits for every position; arguments and result as ``course_lib.gpt.GPT.forward``.
-
-        Args:
-            input_ids: LongTensor (B, T).
-            labels: optional (B, T); shifted inside, -100 ignored.
-            past_key_values: a ``KVCache`` to continue from (updated in place).
-            use_cache: start a fresh ``KVCache`` when none is given.
-            cache: another name for ``past_key_values``.
-
-        Returns:
-            ``CausalLMOutput`` with logits (B, T, V), loss (0-dim or None) and the cache (or None).
-        """
-        cache = resolve_cache(past_key_values, cache, use_cache)
-        past = cache.get_seq_length() if cache is not None else 0
+    def logits(self, input_ids: Tensor, past: int, cache: KVCache | None) -> Tensor:
+        """(B, T, V) logits of tokens at positions ``past .. past + T - 1`` (``forward``, inherited
+        from ``course_lib.lm.CausalLM``, checks the inputs and adds the loss)."""
         c = self.config
-        check_inputs(input_ids, labels, c.vocab_size, past, c.max_position_embeddings)
-        T = input_ids.shape[1]
-        positions = torch.arange(past, past + T, device=input_ids.device)
-        cos, sin = rope_cos_sin(
-            positions, c.head_dim, c.rope_theta
-        )  # (T, D) each, shared by all layers
+        positions = torch.arange(past, past + input_ids.shape[1], device=input_ids.device)
+        cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta)  # (T, D), for every layer
         x = self.model.embed_tokens(input_ids)  # (B, T, C): no position embedding, RoPE does that
         for block in self.model.layers:
             x = block(x, cos, sin, cache)
-        logits = self.lm_head(self.model.norm(x))  # (B, T, V)
-        loss = causal_lm_loss(logits, labels) if labels is not None else None
-        return CausalLMOutput(logits=logits, loss=loss, past_key_values=cache)
+        return self.lm_head(self.model.norm(x))  # (B, T, V)
 
     @classmethod
     def from_hf(cls, hf_model: nn.Module) -> Llama:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +22,14 @@ from torch import Tensor, nn
 
 from course_lib.attention import KVCache
 
-__all__ = ["CausalLMOutput", "causal_lm_loss", "check_inputs", "copy_weights", "resolve_cache"]
+__all__ = [
+    "CausalLM",
+    "CausalLMOutput",
+    "causal_lm_loss",
+    "check_inputs",
+    "copy_weights",
+    "resolve_cache",
+]
 
 
 @dataclass
@@ -115,6 +123,51 @@ def check_inputs(
             f"labels must have input_ids' shape {tuple(input_ids.shape)}, got {shape}: pass labels=input_ids "
             "(the model shifts them by one itself)"
         )
+
+
+class CausalLM(nn.Module):
+    """A causal LM's ``forward``, written once: pick the cache, check the inputs, compute the
+    logits (the model's own ``logits`` method: its architecture), add the loss.
+
+    A subclass sets ``self.config`` (with ``vocab_size`` and ``n_positions``) and defines
+    ``logits(input_ids, past, cache)``.
+    """
+
+    config: Any
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        labels: Tensor | None = None,
+        past_key_values: KVCache | None = None,
+        use_cache: bool = False,
+        *,
+        cache: KVCache | None = None,
+    ) -> CausalLMOutput:
+        """Next-token logits for every position (and the loss when ``labels`` are given).
+
+        Args:
+            input_ids: LongTensor (B, T).
+            labels: optional (B, T), usually ``input_ids`` itself; shifted inside (position t
+                predicts ``labels[:, t + 1]``), -100 is ignored.
+            past_key_values: a ``KVCache`` from an earlier call; ``input_ids`` then continue at
+                position ``past_key_values.get_seq_length()``. It is updated in place.
+            use_cache: start a fresh ``KVCache`` when none is given.
+            cache: another name for ``past_key_values`` (transformers 5 calls it ``cache``).
+
+        Returns:
+            ``CausalLMOutput`` with logits (B, T, V), loss (0-dim or None) and the cache (or None).
+        """
+        cache = resolve_cache(past_key_values, cache, use_cache)
+        past = cache.get_seq_length() if cache is not None else 0
+        check_inputs(input_ids, labels, self.config.vocab_size, past, self.config.n_positions)
+        logits = self.logits(input_ids, past, cache)  # (B, T, V)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return CausalLMOutput(logits=logits, loss=loss, past_key_values=cache)
+
+    def logits(self, input_ids: Tensor, past: int, cache: KVCache | None) -> Tensor:
+        """(B, T, V) logits of tokens at positions ``past .. past + T - 1`` (the architecture)."""
+        raise NotImplementedError
 
 
 def copy_weights(
