@@ -24,9 +24,21 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-_SUBCOMMAND_MODULES = ["course_lib.autograde", "course_lib.autograde.exchange", "course_lib.course_gpt"]
+_SUBCOMMAND_MODULES = [
+    "course_lib.autograde",
+    "course_lib.autograde.exchange",
+    "course_lib.course_gpt",
+]
 REPO_ROOT = Path(__file__).resolve().parent.parent
-_VERSIONED = ["torch", "transformers", "tokenizers", "nbgrader", "jupyterlab", "numpy", "matplotlib"]
+_VERSIONED = [
+    "torch",
+    "transformers",
+    "tokenizers",
+    "nbgrader",
+    "jupyterlab",
+    "numpy",
+    "matplotlib",
+]
 
 
 def _ensure_venv_on_path() -> None:
@@ -64,8 +76,9 @@ def _swapped(module: object, name: str, value: object | None) -> Iterator[None]:
         setattr(module, name, old)
 
 
-def doctor(*, load_model: bool = True, corpus_package: str | None = None,
-           model_package: str | None = None) -> int:
+def doctor(
+    *, load_model: bool = True, corpus_package: str | None = None, model_package: str | None = None
+) -> int:
     """Print what the course needs and whether it works here; return 0 if all is well.
 
     Each problem is printed with the command that fixes it.
@@ -105,7 +118,9 @@ def doctor(*, load_model: bool = True, corpus_package: str | None = None,
         if load_model:
             model, _ = pretrained.load_smollm2()
             n = sum(p.numel() for p in model.parameters())
-            print(f"SmolLM2      OK: {n / 1e6:.1f} M parameters, cached in {pretrained.smollm2_cache_path()}")
+            print(
+                f"SmolLM2      OK: {n / 1e6:.1f} M parameters, cached in {pretrained.smollm2_cache_path()}"
+            )
         else:
             print(f"SmolLM2      found {gguf.name} (not loaded)")
 
@@ -118,23 +133,40 @@ def doctor(*, load_model: bool = True, corpus_package: str | None = None,
     return 0
 
 
-def lab(host: str = "127.0.0.1", port: int = 8888, open_browser: bool = True,
-        extra: list[str] | None = None, notebook_dir: str | os.PathLike | None = None) -> int:
+def lab(
+    host: str = "127.0.0.1",
+    port: int = 8888,
+    open_browser: bool = True,
+    extra: list[str] | None = None,
+    notebook_dir: str | os.PathLike | None = None,
+) -> int:
     """Start JupyterLab on ``notebooks/`` (``--allow-root`` only when running as root).
 
     ``notebook_dir`` serves another folder instead, e.g. a learner's own copy of the notebooks.
     """
-    notebooks = Path(notebook_dir).resolve() if notebook_dir is not None else REPO_ROOT / "notebooks"
+    notebooks = (
+        Path(notebook_dir).resolve() if notebook_dir is not None else REPO_ROOT / "notebooks"
+    )
     if not notebooks.is_dir():
         fix = "check the path" if notebook_dir is not None else "run `course release` first"
         print(f"{notebooks} does not exist: {fix}", file=sys.stderr)
         return 1
-    jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent)) or shutil.which("jupyter")
+    jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent)) or shutil.which(
+        "jupyter"
+    )
     if jupyter is None:
-        print("jupyter is not installed here: run `make lab` (it installs JupyterLab)", file=sys.stderr)
+        print(
+            "jupyter is not installed here: run `make lab` (it installs JupyterLab)",
+            file=sys.stderr,
+        )
         return 1
-    cmd = [jupyter, "lab", f"--notebook-dir={notebooks}", f"--ServerApp.ip={host}",
-           f"--ServerApp.port={port}"]
+    cmd = [
+        jupyter,
+        "lab",
+        f"--notebook-dir={notebooks}",
+        f"--ServerApp.ip={host}",
+        f"--ServerApp.port={port}",
+    ]
     if not open_browser:
         cmd.append("--no-browser")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -148,26 +180,46 @@ def lab(host: str = "127.0.0.1", port: int = 8888, open_browser: bool = True,
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="course", description="LLMs from the ground up: course tools")
+    parser = argparse.ArgumentParser(
+        prog="course", description="LLMs from the ground up: course tools"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("doctor", help="check the install (versions, device, corpus, SmolLM2)")
     p.add_argument("--no-model", action="store_true", help="do not load SmolLM2")
     p.add_argument("--corpus-package", help=argparse.SUPPRESS)
     p.add_argument("--model-package", help=argparse.SUPPRESS)
-    p.set_defaults(func=lambda a: doctor(load_model=not a.no_model, corpus_package=a.corpus_package,
-                                         model_package=a.model_package))
+    p.set_defaults(
+        func=lambda a: doctor(
+            load_model=not a.no_model,
+            corpus_package=a.corpus_package,
+            model_package=a.model_package,
+        )
+    )
 
     p = sub.add_parser("lab", help="start JupyterLab on notebooks/")
     p.add_argument("--host", default=os.environ.get("COURSE_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("COURSE_PORT", "8888")))
     p.add_argument("--no-browser", action="store_true")
-    p.add_argument("--notebook-dir", metavar="DIR",
-                   help="serve this folder instead of notebooks/ (e.g. your own copy)")
-    p.add_argument("jupyter_args", nargs=argparse.REMAINDER,
-                   help="anything after -- goes to jupyter lab unchanged")
-    p.set_defaults(func=lambda a: lab(a.host, a.port, not a.no_browser,
-                                      [x for x in a.jupyter_args if x != "--"], a.notebook_dir))
+    p.add_argument(
+        "--notebook-dir",
+        metavar="DIR",
+        help="serve this folder instead of notebooks/ (e.g. your own copy)",
+    )
+    p.add_argument(
+        "jupyter_args",
+        nargs=argparse.REMAINDER,
+        help="anything after -- goes to jupyter lab unchanged",
+    )
+    p.set_defaults(
+        func=lambda a: lab(
+            a.host,
+            a.port,
+            not a.no_browser,
+            [x for x in a.jupyter_args if x != "--"],
+            a.notebook_dir,
+        )
+    )
 
     for name in _SUBCOMMAND_MODULES:
         try:

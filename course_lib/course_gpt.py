@@ -61,18 +61,30 @@ class Recipe:
     corpus_chars: int | None = None  # use only the first N characters of each split (tests)
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "n_embd", "n_layer", "n_head", "block_size", "batch_size",
-                     "steps", "eval_every", "eval_iters"):
+        for name in (
+            "vocab_size",
+            "n_embd",
+            "n_layer",
+            "n_head",
+            "block_size",
+            "batch_size",
+            "steps",
+            "eval_every",
+            "eval_iters",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.vocab_size < 258:
-            raise ValueError(f"vocab_size must be >= 258 (256 bytes, {EOT}, one merge), "
-                             f"got {self.vocab_size}")
+            raise ValueError(
+                f"vocab_size must be >= 258 (256 bytes, {EOT}, one merge), got {self.vocab_size}"
+            )
         if self.n_embd % self.n_head:
             raise ValueError(f"n_head={self.n_head} must divide n_embd={self.n_embd}")
         if not 0 <= self.warmup_steps <= self.steps:
-            raise ValueError(f"warmup_steps={self.warmup_steps} must be between 0 and "
-                             f"steps={self.steps}: pass a smaller --warmup-steps")
+            raise ValueError(
+                f"warmup_steps={self.warmup_steps} must be between 0 and "
+                f"steps={self.steps}: pass a smaller --warmup-steps"
+            )
         if not 0 <= self.min_lr <= self.max_lr:
             raise ValueError(f"need 0 <= min_lr <= max_lr, got {self.min_lr} and {self.max_lr}")
 
@@ -100,8 +112,10 @@ def check_tokenizer_agrees(vocab, merges, hf_tokenizer, text: str) -> None:
     ours = Tokenizer(vocab, merges, [EOT]).encode(text)
     theirs = hf_tokenizer(text, add_special_tokens=False).input_ids
     if ours != theirs:
-        raise RuntimeError("the Hugging Face tokenizer encodes differently from course_lib.bpe."
-                           "Tokenizer: check course_lib.bpe.to_hf_tokenizer")
+        raise RuntimeError(
+            "the Hugging Face tokenizer encodes differently from course_lib.bpe."
+            "Tokenizer: check course_lib.bpe.to_hf_tokenizer"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -110,7 +124,9 @@ def check_tokenizer_agrees(vocab, merges, hf_tokenizer, text: str) -> None:
 
 
 @torch.no_grad()
-def split_loss(model: torch.nn.Module, ids: torch.Tensor, block_size: int, batch_size: int = 64) -> float:
+def split_loss(
+    model: torch.nn.Module, ids: torch.Tensor, block_size: int, batch_size: int = 64
+) -> float:
     """Mean next-token loss over a whole token stream, in non-overlapping windows of block_size.
 
     Every token but the first of each window is predicted once (from the tokens before it in
@@ -138,16 +154,21 @@ def split_loss(model: torch.nn.Module, ids: torch.Tensor, block_size: int, batch
         for i in range(0, n, batch_size):
             xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
             logits = model(input_ids=xb).logits
-            total += torch.nn.functional.cross_entropy(logits.flatten(0, 1).float(), yb.flatten(),
-                                                       reduction="sum").item()
+            total += torch.nn.functional.cross_entropy(
+                logits.flatten(0, 1).float(), yb.flatten(), reduction="sum"
+            ).item()
             count += yb.numel()
     finally:
         model.train(was_training)
     return total / count
 
 
-def bigram_baseline(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_size: int,
-                    alphas: tuple[float, ...] = (1.0, 0.1, 0.01)) -> tuple[float, float]:
+def bigram_baseline(
+    train_ids: torch.Tensor,
+    val_ids: torch.Tensor,
+    vocab_size: int,
+    alphas: tuple[float, ...] = (1.0, 0.1, 0.01),
+) -> tuple[float, float]:
     """Val NLL of the best add-alpha bigram model counted on the train tokens: (nll, alpha)."""
     from course_lib.ngram import bigram_counts, bigram_probs, nll
 
@@ -161,9 +182,14 @@ def bigram_baseline(train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_size: 
 # --------------------------------------------------------------------------------------------
 
 
-def train_course_gpt(out: str | Path = COURSE_GPT_DIR, recipe: Recipe = Recipe(), *,
-                     device: torch.device | str | None = None, progress: bool = True,
-                     log=print) -> dict:
+def train_course_gpt(
+    out: str | Path = COURSE_GPT_DIR,
+    recipe: Recipe = Recipe(),
+    *,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    log=print,
+) -> dict:
     """Train the course GPT and save it, in Hugging Face format, into ``out``.
 
     Args:
@@ -189,7 +215,9 @@ def train_course_gpt(out: str | Path = COURSE_GPT_DIR, recipe: Recipe = Recipe()
     if recipe.corpus_chars is not None:
         texts = {split: text[: recipe.corpus_chars] for split, text in texts.items()}
 
-    log(f"1/5 training a {recipe.vocab_size}-token byte-level BPE on {len(texts['train']):,} characters")
+    log(
+        f"1/5 training a {recipe.vocab_size}-token byte-level BPE on {len(texts['train']):,} characters"
+    )
     vocab, merges = train_vocab(texts["train"], recipe.vocab_size, [EOT])
     tokenizer = to_hf_tokenizer(vocab, merges, [EOT])
     eot_id = tokenizer.convert_tokens_to_ids(EOT)
@@ -198,23 +226,42 @@ def train_course_gpt(out: str | Path = COURSE_GPT_DIR, recipe: Recipe = Recipe()
     log("2/5 encoding the corpus")
     ids = {split: encode_corpus(tokenizer, text, eot_id) for split, text in texts.items()}
     chars_per_token = len(texts["train"]) / len(ids["train"])
-    log(f"    train {len(ids['train']):,} tokens, val {len(ids['val']):,} tokens "
-        f"({chars_per_token:.2f} characters per token)")
+    log(
+        f"    train {len(ids['train']):,} tokens, val {len(ids['val']):,} tokens "
+        f"({chars_per_token:.2f} characters per token)"
+    )
 
-    config = GPTConfig(vocab_size=len(vocab), n_positions=recipe.block_size, n_embd=recipe.n_embd,
-                       n_layer=recipe.n_layer, n_head=recipe.n_head, bos_token_id=eot_id,
-                       eos_token_id=eot_id)
+    config = GPTConfig(
+        vocab_size=len(vocab),
+        n_positions=recipe.block_size,
+        n_embd=recipe.n_embd,
+        n_layer=recipe.n_layer,
+        n_head=recipe.n_head,
+        bos_token_id=eot_id,
+        eos_token_id=eot_id,
+    )
     torch.manual_seed(recipe.seed)
     model = GPT(config)
     n_params = model.num_parameters()
     log(f"3/5 training a {n_params / 1e6:.2f} M-parameter GPT for {recipe.steps} steps on {device}")
     train_start = time.perf_counter()
     history = train(
-        model, ids["train"], ids["val"], steps=recipe.steps, batch_size=recipe.batch_size,
-        block_size=recipe.block_size, max_lr=recipe.max_lr, min_lr=recipe.min_lr,
-        warmup_steps=recipe.warmup_steps, weight_decay=recipe.weight_decay,
-        grad_clip=recipe.grad_clip, eval_every=recipe.eval_every, eval_iters=recipe.eval_iters,
-        generator=torch.Generator().manual_seed(recipe.seed), device=device, progress=progress,
+        model,
+        ids["train"],
+        ids["val"],
+        steps=recipe.steps,
+        batch_size=recipe.batch_size,
+        block_size=recipe.block_size,
+        max_lr=recipe.max_lr,
+        min_lr=recipe.min_lr,
+        warmup_steps=recipe.warmup_steps,
+        weight_decay=recipe.weight_decay,
+        grad_clip=recipe.grad_clip,
+        eval_every=recipe.eval_every,
+        eval_iters=recipe.eval_iters,
+        generator=torch.Generator().manual_seed(recipe.seed),
+        device=device,
+        progress=progress,
     )
     train_seconds = time.perf_counter() - train_start
     model.eval()
@@ -222,15 +269,24 @@ def train_course_gpt(out: str | Path = COURSE_GPT_DIR, recipe: Recipe = Recipe()
     log("4/5 evaluating on the whole val split, and the bigram baseline")
     val_loss = split_loss(model, ids["val"], recipe.block_size)
     bigram_loss, bigram_alpha = bigram_baseline(ids["train"], ids["val"], len(vocab))
-    log(f"    val loss {val_loss:.3f} (perplexity {math.exp(val_loss):.1f}); bigram "
-        f"{bigram_loss:.3f} (alpha={bigram_alpha})")
+    log(
+        f"    val loss {val_loss:.3f} (perplexity {math.exp(val_loss):.1f}); bigram "
+        f"{bigram_loss:.3f} (alpha={bigram_alpha})"
+    )
 
     samples = []
     for i, prompt in enumerate(SAMPLE_PROMPTS):
         prompt_ids = torch.tensor([tokenizer(prompt).input_ids], device=device)
         new = min(100, recipe.block_size - prompt_ids.shape[1])
-        out_ids = generate(model, prompt_ids, new, do_sample=True, top_k=50, temperature=0.8,
-                           generator=torch.Generator(device=device).manual_seed(i))
+        out_ids = generate(
+            model,
+            prompt_ids,
+            new,
+            do_sample=True,
+            top_k=50,
+            temperature=0.8,
+            generator=torch.Generator(device=device).manual_seed(i),
+        )
         samples.append(tokenizer.decode(out_ids[0]))
 
     log(f"5/5 saving to {out}")
@@ -244,14 +300,19 @@ def train_course_gpt(out: str | Path = COURSE_GPT_DIR, recipe: Recipe = Recipe()
         "bigram_val_loss": round(bigram_loss, 4),
         "bigram_alpha": bigram_alpha,
         "val_loss_note": "mean next-token NLL (nats) over the whole val split, in windows of "
-                         "block_size; the bigram's is over every transition of the same tokens",
-        "history": {key: values if key == "step" else [float(f"{v:.4g}") for v in values]
-                    for key, values in history.items() if key != "batch_loss"},
+        "block_size; the bigram's is over every transition of the same tokens",
+        "history": {
+            key: values if key == "step" else [float(f"{v:.4g}") for v in values]
+            for key, values in history.items()
+            if key != "batch_loss"
+        },
         "steps": recipe.steps,
         "tokens_seen": recipe.steps * recipe.batch_size * recipe.block_size,
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.perf_counter() - start, 1),
-        "tokens_per_second": round(recipe.steps * recipe.batch_size * recipe.block_size / train_seconds),
+        "tokens_per_second": round(
+            recipe.steps * recipe.batch_size * recipe.block_size / train_seconds
+        ),
         "n_params": n_params,
         "train_tokens": len(ids["train"]),
         "val_tokens": len(ids["val"]),
@@ -285,8 +346,10 @@ def register(subparsers) -> None:
     """Add ``course train-course-gpt`` to the course CLI."""
     defaults = Recipe()
     p = subparsers.add_parser(
-        "train-course-gpt", help="re-create the shipped course GPT (tokenizer + model, a few minutes)",
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "train-course-gpt",
+        help="re-create the shipped course GPT (tokenizer + model, a few minutes)",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", type=Path, default=COURSE_GPT_DIR, help="folder to write")
     p.add_argument("--device", default=None, help="cpu, cuda or mps (default: course_lib.device())")

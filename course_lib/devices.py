@@ -17,7 +17,9 @@ def _available(name: str) -> bool:
     if name == "cuda":
         return torch.cuda.is_available()
     if name == "mps":
-        return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+        return (
+            getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+        )
     return True
 
 
@@ -31,7 +33,9 @@ def device() -> torch.device:
     wanted = os.environ.get("COURSE_DEVICE", "").strip().lower()
     if wanted:
         if wanted not in _CHOICES:
-            raise ValueError(f"COURSE_DEVICE={wanted!r}: use one of {', '.join(_CHOICES)} (or unset it)")
+            raise ValueError(
+                f"COURSE_DEVICE={wanted!r}: use one of {', '.join(_CHOICES)} (or unset it)"
+            )
         if not _available(wanted):
             raise ValueError(
                 f"COURSE_DEVICE={wanted!r} but this machine has no {wanted} device: "

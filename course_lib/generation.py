@@ -124,8 +124,10 @@ def apply_repetition_penalty(input_ids: Tensor, logits: Tensor, penalty: float) 
     """
     _check_positive_float("repetition_penalty", penalty)
     if input_ids.dim() != 2 or logits.dim() != 2 or input_ids.size(0) != logits.size(0):
-        raise ValueError(f"need input_ids (B, T) and logits (B, V) with the same B, got "
-                         f"{tuple(input_ids.shape)} and {tuple(logits.shape)}")
+        raise ValueError(
+            f"need input_ids (B, T) and logits (B, V) with the same B, got "
+            f"{tuple(input_ids.shape)} and {tuple(logits.shape)}"
+        )
     V = logits.size(-1)
     seen = torch.zeros(logits.size(0), V + 1, dtype=torch.bool, device=logits.device)
     seen.scatter_(1, input_ids.clamp(min=0, max=V), True)  # id >= V lands in the extra column
@@ -151,8 +153,9 @@ def build_processors(
     """
     processors: list[Processor] = []
     if repetition_penalty != 1.0:
-        processors.append(lambda ids, logits: apply_repetition_penalty(ids, logits,
-                                                                       repetition_penalty))
+        processors.append(
+            lambda ids, logits: apply_repetition_penalty(ids, logits, repetition_penalty)
+        )
     if do_sample:
         if temperature != 1.0:
             processors.append(lambda ids, logits: apply_temperature(logits, temperature))
@@ -215,12 +218,15 @@ def call_style(model: nn.Module) -> CallStyle:
         parameters = inspect.signature(getattr(model, "forward", model)).parameters
     except (TypeError, ValueError):
         return CallStyle()
-    return CallStyle(cache_arg="cache" if "cache" in parameters else "past_key_values",
-                     logits_to_keep="logits_to_keep" in parameters)
+    return CallStyle(
+        cache_arg="cache" if "cache" in parameters else "past_key_values",
+        logits_to_keep="logits_to_keep" in parameters,
+    )
 
 
-def next_token_logits(model: nn.Module, input_ids: Tensor, cache, use_cache: bool,
-                      style: CallStyle = CallStyle()):
+def next_token_logits(
+    model: nn.Module, input_ids: Tensor, cache, use_cache: bool, style: CallStyle = CallStyle()
+):
     """Logits of the last position (B, V) in float32, and the updated cache.
 
     With a cache, only the tokens the cache has not seen yet are fed to the model (the whole
@@ -236,7 +242,7 @@ def next_token_logits(model: nn.Module, input_ids: Tensor, cache, use_cache: boo
     """
     kwargs = {"logits_to_keep": 1} if style.logits_to_keep else {}
     if use_cache:
-        new = input_ids if cache is None else input_ids[:, cache.get_seq_length():]
+        new = input_ids if cache is None else input_ids[:, cache.get_seq_length() :]
         out = model(input_ids=new, use_cache=True, **{style.cache_arg: cache}, **kwargs)
         cache = getattr(out, style.cache_arg)
     else:
@@ -254,8 +260,9 @@ def reorder_cache(cache, beam_idx: Tensor) -> None:
     elif hasattr(cache, "reorder_cache"):
         cache.reorder_cache(beam_idx)
     else:
-        raise TypeError(f"cannot reorder a {type(cache).__name__} for beam search: "
-                        "pass use_cache=False")
+        raise TypeError(
+            f"cannot reorder a {type(cache).__name__} for beam search: pass use_cache=False"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,8 +441,11 @@ def beam_search(
             cand_scores, picks = torch.topk(total, n_cand, dim=-1)  # (B, 2K)
         cand_beam, cand_token = picks // V, picks % V
         cand_seqs = torch.cat([running[rows, cand_beam], cand_token[..., None]], dim=-1)
-        ends = cand_token == eos_token_id if eos_token_id is not None else \
-            torch.zeros_like(cand_token, dtype=torch.bool)
+        ends = (
+            cand_token == eos_token_id
+            if eos_token_id is not None
+            else torch.zeros_like(cand_token, dtype=torch.bool)
+        )
         ends |= t + 1 >= max_len
 
         # 2. the best K candidates that go on become the running beams
@@ -523,7 +533,11 @@ def generate(
         >>> out = generate(model, tok("To be", return_tensors="pt").input_ids, 20)  # doctest: +SKIP
     """
     _check_input_ids(input_ids)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 0
+    ):
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     _check_temperature(temperature)
     if top_k is not None:
@@ -533,30 +547,56 @@ def generate(
     _check_positive_float("repetition_penalty", repetition_penalty)
     if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
         raise ValueError(f"num_beams must be an int >= 1 (1 = no beam search), got {num_beams!r}")
-    if eos_token_id is not None and (isinstance(eos_token_id, bool) or not isinstance(eos_token_id, int)):
+    if eos_token_id is not None and (
+        isinstance(eos_token_id, bool) or not isinstance(eos_token_id, int)
+    ):
         raise TypeError(f"eos_token_id must be a single int or None, got {eos_token_id!r}")
     if not do_sample and (temperature != 1.0 or top_k is not None or top_p is not None):
-        warnings.warn("temperature, top_k and top_p only act when sampling: pass do_sample=True",
-                      UserWarning, stacklevel=2)
+        warnings.warn(
+            "temperature, top_k and top_p only act when sampling: pass do_sample=True",
+            UserWarning,
+            stacklevel=2,
+        )
     n_positions = getattr(getattr(model, "config", None), "n_positions", None)
     if n_positions is not None and input_ids.size(1) + max_new_tokens > n_positions:
-        raise ValueError(f"prompt ({input_ids.size(1)} tokens) + max_new_tokens ({max_new_tokens}) "
-                         f"exceeds the model's context of n_positions={n_positions}: "
-                         "shorten the prompt or ask for fewer tokens")
+        raise ValueError(
+            f"prompt ({input_ids.size(1)} tokens) + max_new_tokens ({max_new_tokens}) "
+            f"exceeds the model's context of n_positions={n_positions}: "
+            "shorten the prompt or ask for fewer tokens"
+        )
     if max_new_tokens == 0:
         return input_ids.clone()
 
     processors = build_processors(
-        do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
         repetition_penalty=repetition_penalty,
         min_tokens_to_keep=2 if num_beams > 1 else 1,  # a beam must be able to avoid EOS
     )
     if num_beams > 1:
-        return beam_search(model, input_ids, max_new_tokens, num_beams, processors,
-                           eos_token_id=eos_token_id, do_sample=do_sample, use_cache=use_cache,
-                           generator=generator)
-    return greedy_or_sample(model, input_ids, max_new_tokens, processors, do_sample=do_sample,
-                            eos_token_id=eos_token_id, use_cache=use_cache, generator=generator)
+        return beam_search(
+            model,
+            input_ids,
+            max_new_tokens,
+            num_beams,
+            processors,
+            eos_token_id=eos_token_id,
+            do_sample=do_sample,
+            use_cache=use_cache,
+            generator=generator,
+        )
+    return greedy_or_sample(
+        model,
+        input_ids,
+        max_new_tokens,
+        processors,
+        do_sample=do_sample,
+        eos_token_id=eos_token_id,
+        use_cache=use_cache,
+        generator=generator,
+    )
 
 
 @torch.no_grad()
@@ -576,7 +616,11 @@ def generate_cached(model: nn.Module, input_ids: Tensor, max_new_tokens: int) ->
         (B, T + max_new_tokens) ids, prompt included.
     """
     _check_input_ids(input_ids)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 0
+    ):
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     ids, cache, style = input_ids, None, call_style(model)
     for _ in range(max_new_tokens):
@@ -592,17 +636,27 @@ def generate_cached(model: nn.Module, input_ids: Tensor, max_new_tokens: int) ->
 
 def _check_input_ids(input_ids: object) -> None:
     if not isinstance(input_ids, Tensor) or input_ids.dtype.is_floating_point:
-        raise TypeError("input_ids must be an integer torch.Tensor of shape (B, T), e.g. "
-                        "tokenizer(text, return_tensors='pt').input_ids")
+        raise TypeError(
+            "input_ids must be an integer torch.Tensor of shape (B, T), e.g. "
+            "tokenizer(text, return_tensors='pt').input_ids"
+        )
     if input_ids.dim() != 2 or input_ids.size(1) == 0:
-        raise ValueError(f"input_ids must have shape (B, T) with T >= 1, got {tuple(input_ids.shape)}"
-                         ": add a batch dimension with input_ids[None]")
+        raise ValueError(
+            f"input_ids must have shape (B, T) with T >= 1, got {tuple(input_ids.shape)}"
+            ": add a batch dimension with input_ids[None]"
+        )
 
 
 def _check_temperature(temperature: float) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}: for the most likely "
-                         "token use greedy decoding (do_sample=False)")
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not temperature > 0
+    ):
+        raise ValueError(
+            f"temperature must be > 0, got {temperature!r}: for the most likely "
+            "token use greedy decoding (do_sample=False)"
+        )
 
 
 def _check_top_k(k: int) -> None:

@@ -51,9 +51,8 @@ class GPTConfig:
     n_head: int = 12
     layer_norm_epsilon: float = 1e-5
     tie_word_embeddings: bool = True  # the output layer reuses the token embedding matrix
-    dropout: float = (
-        0.0  # one rate for embeddings, attention weights and residuals (GPT-2 used 0.1)
-    )
+    # one dropout rate for embeddings, attention weights and residuals (GPT-2 used 0.1)
+    dropout: float = 0.0
     bos_token_id: int | None = None
     eos_token_id: int | None = None
 
@@ -70,7 +69,6 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.layer_norm_epsilon <= 0:
             raise ValueError(f"layer_norm_epsilon must be positive, got {self.layer_norm_epsilon}")
-
 
 
 # ------------------------------------------------------------------------------------------------
@@ -93,14 +91,12 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: Tensor, cache: KVCache | None = None) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (
-            t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v)
-        )  # (B, H, T, D)
+        H = self.n_head
+        q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
         if cache is not None:
             k, v = cache.update(self.layer_idx, k, v)  # (B, H, T_past + T, D)
-        y = causal_attention(
-            q, k, v, dropout_p=self.dropout if self.training else 0.0
-        )  # (B, H, T, D)
+        p = self.dropout if self.training else 0.0
+        y = causal_attention(q, k, v, dropout_p=p)  # (B, H, T, D)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -313,9 +309,7 @@ class GPT(CausalLM):
         self.transformer = nn.ModuleDict(
             {
                 "wte": nn.Embedding(config.vocab_size, config.n_embd),  # token embeddings
-                "wpe": nn.Embedding(
-                    config.n_positions, config.n_embd
-                ),  # learned position embeddings
+                "wpe": nn.Embedding(config.n_positions, config.n_embd),  # learned positions
                 "drop": nn.Dropout(config.dropout),
                 "h": nn.ModuleList(Block(config, i) for i in range(config.n_layer)),
                 "ln_f": nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon),

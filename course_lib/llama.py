@@ -140,21 +140,14 @@ class LlamaAttention(nn.Module):
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None) -> Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = (
-            self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        )  # (B, H_kv, T, D)
-        v = (
-            self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        )  # (B, H_kv, T, D)
-        q, k = (
-            apply_rope(q, cos, sin),
-            apply_rope(k, cos, sin),
-        )  # positions enter here, and only here
+        H, H_kv, D = self.n_head, self.n_kv_head, self.head_dim
+        q = self.q_proj(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_proj(x).view(B, T, H_kv, D).transpose(1, 2)  # (B, H_kv, T, D)
+        v = self.v_proj(x).view(B, T, H_kv, D).transpose(1, 2)  # (B, H_kv, T, D)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # positions enter here only
         if cache is not None:
-            k, v = cache.update(
-                self.layer_idx, k, v
-            )  # the cache keeps rotated keys: (B, H_kv, T_all, D)
+            # the cache keeps rotated keys: (B, H_kv, T_all, D)
+            k, v = cache.update(self.layer_idx, k, v)
         n_rep = self.n_head // self.n_kv_head
         y = causal_attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep))  # (B, H, T, D)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
@@ -310,9 +303,8 @@ def llama_forward(input_ids: Tensor, params: dict[str, Tensor], config: dict) ->
         }
         h = rms_norm(x, p["input_layernorm.weight"], eps)
         q = (h @ p["self_attn.q_proj.weight"].T).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        k = (
-            (h @ p["self_attn.k_proj.weight"].T).view(B, T, H_kv, D).transpose(1, 2)
-        )  # (B, H_kv, T, D)
+        # k and v: (B, H_kv, T, D), fewer heads than q
+        k = (h @ p["self_attn.k_proj.weight"].T).view(B, T, H_kv, D).transpose(1, 2)
         v = (h @ p["self_attn.v_proj.weight"].T).view(B, T, H_kv, D).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         k, v = repeat_kv(k, H // H_kv), repeat_kv(v, H // H_kv)  # (B, H, T, D)

@@ -68,19 +68,31 @@ def get_batch(
         True
     """
     if not isinstance(data, Tensor):
-        raise TypeError(f"data must be a torch.Tensor of token ids, got {type(data).__name__}: "
-                        "wrap it with torch.tensor(ids, dtype=torch.long)")
+        raise TypeError(
+            f"data must be a torch.Tensor of token ids, got {type(data).__name__}: "
+            "wrap it with torch.tensor(ids, dtype=torch.long)"
+        )
     if data.dim() != 1 or data.dtype.is_floating_point or data.dtype == torch.bool:
-        raise ValueError(f"data must be a 1-D integer tensor, got shape {tuple(data.shape)} and "
-                         f"dtype {data.dtype}: flatten it and use an integer dtype (torch.long)")
+        raise ValueError(
+            f"data must be a 1-D integer tensor, got shape {tuple(data.shape)} and "
+            f"dtype {data.dtype}: flatten it and use an integer dtype (torch.long)"
+        )
     _check_positive_int("batch_size", batch_size)
     _check_positive_int("block_size", block_size)
     if len(data) <= block_size:
-        raise ValueError(f"data has {len(data)} tokens, need more than block_size={block_size}: "
-                         "use a smaller block_size or more data")
-    starts = torch.randint(0, len(data) - block_size, (batch_size,), generator=generator,
-                           device=generator.device if generator is not None else "cpu")
-    offsets = starts.to(data.device)[:, None] + torch.arange(block_size, device=data.device)  # (B, T)
+        raise ValueError(
+            f"data has {len(data)} tokens, need more than block_size={block_size}: "
+            "use a smaller block_size or more data"
+        )
+    starts = torch.randint(
+        0,
+        len(data) - block_size,
+        (batch_size,),
+        generator=generator,
+        device=generator.device if generator is not None else "cpu",
+    )
+    # (B, T): row b holds the positions starts[b] .. starts[b] + block_size - 1
+    offsets = starts.to(data.device)[:, None] + torch.arange(block_size, device=data.device)
     x = data[offsets].long()
     y = data[offsets + 1].long()
     if device is not None:
@@ -119,8 +131,10 @@ def lr_at(step: int, max_lr: float, min_lr: float, warmup_steps: int, total_step
     if not 0 <= min_lr <= max_lr:
         raise ValueError(f"need 0 <= min_lr <= max_lr, got min_lr={min_lr}, max_lr={max_lr}")
     if not 0 <= warmup_steps < total_steps:
-        raise ValueError(f"need 0 <= warmup_steps < total_steps, got warmup_steps={warmup_steps}, "
-                         f"total_steps={total_steps}: use fewer warmup steps (or more steps)")
+        raise ValueError(
+            f"need 0 <= warmup_steps < total_steps, got warmup_steps={warmup_steps}, "
+            f"total_steps={total_steps}: use fewer warmup steps (or more steps)"
+        )
     if step < warmup_steps:
         return max_lr * step / warmup_steps
     if step >= total_steps:
@@ -146,8 +160,10 @@ def clip_grad_norm(params: Iterable[Tensor], max_norm: float) -> float:
     if isinstance(params, Tensor):
         params = [params]
     if not max_norm > 0:
-        raise ValueError(f"max_norm must be > 0, got {max_norm}: to disable clipping, do not call "
-                         "clip_grad_norm (or pass grad_clip=None to train)")
+        raise ValueError(
+            f"max_norm must be > 0, got {max_norm}: to disable clipping, do not call "
+            "clip_grad_norm (or pass grad_clip=None to train)"
+        )
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
@@ -209,8 +225,10 @@ def adamw_update(
         raise ValueError(f"step must be an int >= 1 (the first update is step 1), got {step!r}")
     shapes = {tuple(t.shape) for t in (param, grad, m, v)}
     if len(shapes) != 1:
-        raise ValueError(f"param, grad, m and v must have the same shape, got "
-                         f"{[tuple(t.shape) for t in (param, grad, m, v)]}")
+        raise ValueError(
+            f"param, grad, m and v must have the same shape, got "
+            f"{[tuple(t.shape) for t in (param, grad, m, v)]}"
+        )
     beta1, beta2 = betas
     if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
         raise ValueError(f"betas must be two numbers in [0, 1), got {betas}")
@@ -300,9 +318,13 @@ class AdamW(torch.optim.Optimizer):
         return loss
 
 
-def configure_optimizer(model: nn.Module, lr: float = 1e-3, weight_decay: float = 0.1,
-                        betas: tuple[float, float] = (0.9, 0.95),
-                        fast: bool = False) -> torch.optim.Optimizer:
+def configure_optimizer(
+    model: nn.Module,
+    lr: float = 1e-3,
+    weight_decay: float = 0.1,
+    betas: tuple[float, float] = (0.9, 0.95),
+    fast: bool = False,
+) -> torch.optim.Optimizer:
     """AdamW with weight decay on matrices only (weights of Linear and Embedding layers).
 
     Biases and normalisation gains (1-D tensors) are not decayed: shrinking them towards 0
@@ -320,8 +342,10 @@ def configure_optimizer(model: nn.Module, lr: float = 1e-3, weight_decay: float 
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if fast:
         return torch.optim.AdamW(groups, lr=lr, betas=betas, **_fast_adamw_kwargs(params))
     return AdamW(groups, lr=lr, betas=betas)
@@ -333,8 +357,9 @@ _FUSED_ADAMW_DEVICES = ("cpu", "cuda", "mps", "xpu")  # where torch.optim.AdamW(
 def _fast_adamw_kwargs(params: list[Tensor]) -> dict[str, bool]:
     """``fused=True`` where torch has the fused kernel (floating-point tensors on a device
     above), else ``foreach=True`` (one call per operation for all tensors together)."""
-    if params and all(p.device.type in _FUSED_ADAMW_DEVICES and p.is_floating_point()
-                      for p in params):
+    if params and all(
+        p.device.type in _FUSED_ADAMW_DEVICES and p.is_floating_point() for p in params
+    ):
         return {"fused": True}
     return {"foreach": True}
 
@@ -382,8 +407,10 @@ def estimate_loss(
     was_training = model.training
     model.eval()
     try:
-        losses = [lm_loss(model, *get_batch(data, batch_size, block_size, generator, device)).item()
-                  for _ in range(eval_iters)]
+        losses = [
+            lm_loss(model, *get_batch(data, batch_size, block_size, generator, device)).item()
+            for _ in range(eval_iters)
+        ]
     finally:
         model.train(was_training)
     return sum(losses) / len(losses)
@@ -460,8 +487,10 @@ def train(
         _check_positive_int(name, value)
     end_step = steps if end_step is None else end_step
     if not 0 <= start_step <= end_step <= steps:
-        raise ValueError(f"need 0 <= start_step <= end_step <= steps, got start_step={start_step}, "
-                         f"end_step={end_step}, steps={steps}")
+        raise ValueError(
+            f"need 0 <= start_step <= end_step <= steps, got start_step={start_step}, "
+            f"end_step={end_step}, steps={steps}"
+        )
     if grad_clip is not None and not grad_clip > 0:
         raise ValueError(f"grad_clip must be > 0 or None (no clipping), got {grad_clip}")
     lr_at(0, max_lr, min_lr, warmup_steps, steps)  # validates the schedule up front
@@ -476,30 +505,42 @@ def train(
     forward = model
     if world_size > 1:
         if batch_size % world_size:
-            raise ValueError(f"batch_size={batch_size} is the global batch and must be divisible "
-                             f"by the {world_size} processes: use a multiple of {world_size}")
+            raise ValueError(
+                f"batch_size={batch_size} is the global batch and must be divisible "
+                f"by the {world_size} processes: use a multiple of {world_size}"
+            )
         if generator is None:
-            raise ValueError("with several processes every rank must draw the same global batch: "
-                             "pass generator=torch.Generator().manual_seed(SEED), same SEED on all")
+            raise ValueError(
+                "with several processes every rank must draw the same global batch: "
+                "pass generator=torch.Generator().manual_seed(SEED), same SEED on all"
+            )
         per_rank = batch_size // world_size
         local_batch = slice(rank * per_rank, (rank + 1) * per_rank)
         forward = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
-    history: dict[str, list[float]] = {"step": [], "train_loss": [], "val_loss": [], "lr": [],
-                                       "batch_loss": []}
+    history: dict[str, list[float]] = {
+        "step": [],
+        "train_loss": [],
+        "val_loss": [],
+        "lr": [],
+        "batch_loss": [],
+    }
 
     def evaluate(step: int) -> None:
-        kwargs = dict(batch_size=batch_size, block_size=block_size, eval_iters=eval_iters,
-                      device=device)
+        kwargs = dict(
+            batch_size=batch_size, block_size=block_size, eval_iters=eval_iters, device=device
+        )
         history["step"].append(step)
         history["train_loss"].append(estimate_loss(model, train_data, **kwargs))
         history["val_loss"].append(estimate_loss(model, val_data, **kwargs))
         history["lr"].append(lr_at(step, max_lr, min_lr, warmup_steps, steps))
 
     model.train()
-    bar = tqdm(range(start_step, end_step), disable=not progress or rank != 0, desc="train",
-               unit="step")
+    bar = tqdm(
+        range(start_step, end_step), disable=not progress or rank != 0, desc="train", unit="step"
+    )
     for step in bar:
         if step % eval_every == 0:
             evaluate(step)
@@ -515,9 +556,12 @@ def train(
             clip_grad_norm(model.parameters(), grad_clip)
         optimizer.step()
         history["batch_loss"].append(_mean_over_ranks(loss.detach(), world_size))
-        bar.set_postfix(loss=f"{history['batch_loss'][-1]:.3f}", lr=f"{lr:.2e}",
-                        val_loss=f"{history['val_loss'][-1]:.3f}" if history["val_loss"] else "-",
-                        refresh=False)
+        bar.set_postfix(
+            loss=f"{history['batch_loss'][-1]:.3f}",
+            lr=f"{lr:.2e}",
+            val_loss=f"{history['val_loss'][-1]:.3f}" if history["val_loss"] else "-",
+            refresh=False,
+        )
     if end_step == steps:
         evaluate(steps)
     bar.close()
@@ -557,8 +601,13 @@ def save_checkpoint(
         torch.distributed.barrier()
 
 
-def _write_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                      generator: torch.Generator | None) -> None:
+def _write_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    generator: torch.Generator | None,
+) -> None:
     if isinstance(model, DistributedDataParallel):
         model = model.module  # plain parameter names, loadable without DDP
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -567,8 +616,15 @@ def _write_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optim
         rng["cuda"] = torch.cuda.get_rng_state_all()
     if generator is not None:
         rng["generator"] = generator.get_state()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "step": int(step), "rng": rng}, path)
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": int(step),
+            "rng": rng,
+        },
+        path,
+    )
 
 
 def load_checkpoint(

@@ -15,16 +15,30 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _course(*args, **kw):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **kw.pop("env", {})}
-    return subprocess.run([sys.executable, "-m", "course_lib", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=600, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "course_lib", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+        **kw,
+    )
 
 
 @pytest.mark.slow
 def test_doctor_passes_here():
     out = _course("doctor")
     assert out.returncode == 0, out.stdout + out.stderr
-    for word in ("torch", "transformers", "nbgrader", "jupyterlab", "device", "38 plays",
-                 "134.5 M parameters"):
+    for word in (
+        "torch",
+        "transformers",
+        "nbgrader",
+        "jupyterlab",
+        "device",
+        "38 plays",
+        "134.5 M parameters",
+    ):
         assert word in out.stdout
 
 
@@ -56,12 +70,29 @@ def test_lab_serves_jupyterlab_on_the_notebooks_folder(tmp_path):
     if not (ROOT / "notebooks").is_dir():
         pytest.fail("notebooks/ is missing: run `course release`")
     port = _free_port()
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
-           "JUPYTER_DATA_DIR": str(tmp_path / "data")}
+    env = {
+        **os.environ,
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTER_DATA_DIR": str(tmp_path / "data"),
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "course_lib", "lab", "--port", str(port), "--no-browser", "--",
-         "--IdentityProvider.token=course-test"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "course_lib",
+            "lab",
+            "--port",
+            str(port),
+            "--no-browser",
+            "--",
+            "--IdentityProvider.token=course-test",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         status = None
@@ -70,10 +101,12 @@ def test_lab_serves_jupyterlab_on_the_notebooks_folder(tmp_path):
             assert proc.poll() is None, proc.stdout.read()
             try:
                 with urllib.request.urlopen(
-                        f"http://127.0.0.1:{port}/lab?token=course-test", timeout=5) as r:
+                    f"http://127.0.0.1:{port}/lab?token=course-test", timeout=5
+                ) as r:
                     status = r.status
                 with urllib.request.urlopen(
-                        f"http://127.0.0.1:{port}/api/contents?token=course-test", timeout=5) as r:
+                    f"http://127.0.0.1:{port}/api/contents?token=course-test", timeout=5
+                ) as r:
                     listing = r.read().decode()
             except OSError:
                 continue

@@ -13,10 +13,33 @@ from course_lib.course import main
 from course_lib.data import PLAY_SEPARATOR
 from course_lib.pretrained import COURSE_GPT_DIR, load_course_gpt
 
-QUICK = ["--steps", "4", "--vocab-size", "300", "--corpus-chars", "20000", "--n-layer", "1",
-         "--n-embd", "32", "--n-head", "2", "--block-size", "32", "--batch-size", "4",
-         "--eval-every", "2", "--eval-iters", "1", "--warmup-steps", "1", "--no-progress",
-         "--device", "cpu"]
+QUICK = [
+    "--steps",
+    "4",
+    "--vocab-size",
+    "300",
+    "--corpus-chars",
+    "20000",
+    "--n-layer",
+    "1",
+    "--n-embd",
+    "32",
+    "--n-head",
+    "2",
+    "--block-size",
+    "32",
+    "--batch-size",
+    "4",
+    "--eval-every",
+    "2",
+    "--eval-iters",
+    "1",
+    "--warmup-steps",
+    "1",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 def test_command_runs_end_to_end(tmp_path, capsys):
@@ -67,14 +90,18 @@ def test_split_loss_is_the_mean_over_all_windows():
     from transformers import GPT2Config
 
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=20, n_positions=8, n_embd=16, n_layer=1, n_head=2))
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=20, n_positions=8, n_embd=16, n_layer=1, n_head=2)
+    )
     model.train()  # split_loss must switch dropout off itself, and restore the mode
     ids = torch.randint(0, 20, (8 * 5 + 3,))
     x, y = ids[:40].view(5, 8), ids[1:41].view(5, 8)
     loss = course_gpt.split_loss(model, ids, 8, batch_size=2)
     assert model.training
     with torch.no_grad():
-        expected = torch.nn.functional.cross_entropy(model.eval()(x).logits.flatten(0, 1), y.flatten())
+        expected = torch.nn.functional.cross_entropy(
+            model.eval()(x).logits.flatten(0, 1), y.flatten()
+        )
     assert loss == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -120,6 +147,31 @@ def test_shipped_checkpoint_writes_shakespeare_like_text(shipped):
     lines = text.split("\n")
     assert len(lines) >= 3  # verse comes in short lines
     words = [w.strip(".,;:!?'").lower() for w in text.split()]
-    common = {"the", "and", "i", "to", "of", "my", "a", "you", "that", "is", "in", "me", "not",
-              "it", "with", "your", "be", "his", "thou", "this", "so", "thee", "for", "but", "he"}
+    common = {
+        "the",
+        "and",
+        "i",
+        "to",
+        "of",
+        "my",
+        "a",
+        "you",
+        "that",
+        "is",
+        "in",
+        "me",
+        "not",
+        "it",
+        "with",
+        "your",
+        "be",
+        "his",
+        "thou",
+        "this",
+        "so",
+        "thee",
+        "for",
+        "but",
+        "he",
+    }
     assert sum(w in common for w in words) >= 5, text

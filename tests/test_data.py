@@ -26,7 +26,10 @@ def test_markdown_is_stripped_but_speakers_kept_on_their_own_line():
 
 def test_markdown_to_text_hand_example():
     md = "# Hamlet\n\n## ACT I\n\n**BERNARDO**  \nWho's there?  \nStand \\-- ho!\n\n_Exit_\n"
-    assert data.markdown_to_text(md) == "Hamlet\n\nACT I\n\nBERNARDO\nWho's there?\nStand -- ho!\n\nExit"
+    assert (
+        data.markdown_to_text(md)
+        == "Hamlet\n\nACT I\n\nBERNARDO\nWho's there?\nStand -- ho!\n\nExit"
+    )
 
 
 def test_split_is_90_10_deterministic_and_cut_at_a_line_end():

@@ -56,9 +56,10 @@ def make_model(dtype: torch.dtype = torch.float32):
     from course_lib.gpt import GPT, GPTConfig
 
     torch.manual_seed(SEED)  # the same initial weights in every process
+    # dropout 0: a dropout mask would differ between the runs
     config = GPTConfig(
         vocab_size=256, n_positions=SETTINGS["block_size"], n_embd=32, n_layer=2, n_head=4
-    )  # dropout 0: a dropout mask would differ between the runs
+    )
     return GPT(config).to(dtype)
 
 

@@ -34,7 +34,12 @@ def test_environment_yml_pins_python_and_installs_the_package():
 
 
 def test_torch_range_admits_the_local_wheel_and_nothing_newer():
-    spec = Requirement(next(r for r in tomllib.loads((ROOT / "pyproject.toml").read_text())
-                            ["project"]["dependencies"] if r.startswith("torch"))).specifier
+    spec = Requirement(
+        next(
+            r
+            for r in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+            if r.startswith("torch")
+        )
+    ).specifier
     assert spec.contains("2.13.0")
     assert not spec.contains("2.14.1")

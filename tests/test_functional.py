@@ -166,9 +166,8 @@ def test_rms_norm_matches_hf_llama(dtype):
     hf = LlamaRMSNorm(C, eps=1e-6)
     with torch.no_grad():
         hf.weight.copy_(randn(C, seed=3) + 1.0)
-    hf = hf.to(
-        torch.float32 if dtype == torch.float64 else dtype
-    )  # HF keeps its weight in the model dtype
+    # HF keeps its weight in the model dtype
+    hf = hf.to(torch.float32 if dtype == torch.float64 else dtype)
     x = randn(2, 5, C, dtype=dtype, scale=3.0)
     x[0, 0] = 1e4  # extreme row: its mean square overflows float16, so the norm must be in float32
     ours = cf.rms_norm(x, hf.weight, eps=1e-6)

@@ -66,8 +66,9 @@ def test_top_k_equals_hf(seed, ties, k, keep):
 
 
 @pytest.mark.parametrize("seed, ties", CASES)
-@pytest.mark.parametrize("p, keep", [(0.01, 1), (0.3, 1), (0.9, 1), (0.999, 1), (1.0, 1),
-                                     (0.01, 2), (0.5, 4)])
+@pytest.mark.parametrize(
+    "p, keep", [(0.01, 1), (0.3, 1), (0.9, 1), (0.999, 1), (1.0, 1), (0.01, 2), (0.5, 4)]
+)
 def test_top_p_equals_hf(seed, ties, p, keep):
     logits = random_logits(seed, ties)
     expected = TopPLogitsWarper(p, min_tokens_to_keep=keep)(random_ids(seed), logits.clone())
@@ -96,15 +97,18 @@ def test_processors_hand_examples():
     assert (top_p_filter(uniform, 0.75) == 0).sum() == 3
     for p in (0.5, 0.75):
         assert torch.equal(top_p_filter(uniform, p), TopPLogitsWarper(p)(None, uniform.clone()))
-    penalised = apply_repetition_penalty(torch.tensor([[0, 1, 1, 7]]), torch.tensor([[2.0, -2.0, 2.0]]), 2.0)
+    penalised = apply_repetition_penalty(
+        torch.tensor([[0, 1, 1, 7]]), torch.tensor([[2.0, -2.0, 2.0]]), 2.0
+    )
     assert penalised.tolist() == [[1.0, -4.0, 2.0]]  # once per token; id 7 >= V ignored
 
 
 def test_processors_do_not_modify_their_input():
     logits, ids = random_logits(0, False), random_ids(0)
     before = logits.clone()
-    for processor in build_processors(do_sample=True, temperature=0.7, top_k=5, top_p=0.8,
-                                      repetition_penalty=1.5):
+    for processor in build_processors(
+        do_sample=True, temperature=0.7, top_k=5, top_p=0.8, repetition_penalty=1.5
+    ):
         processor(ids, logits)
     assert torch.equal(logits, before)
 
@@ -112,21 +116,34 @@ def test_processors_do_not_modify_their_input():
 def test_next_token_choices():
     logits = torch.tensor([[0.0, 5.0, 1.0], [9.0, 0.0, float("-inf")]])
     assert greedy_next_token(logits).tolist() == [1, 0]
-    draws = torch.stack([sample_next_token(logits, torch.Generator().manual_seed(s)) for s in range(200)])
+    draws = torch.stack(
+        [sample_next_token(logits, torch.Generator().manual_seed(s)) for s in range(200)]
+    )
     assert (draws[:, 1] != 2).all()  # -inf is never drawn
     assert 0 < (draws[:, 0] == 2).sum() < 60  # p(2) in row 0 is about 0.018 * ... small, not 0
 
 
-@pytest.mark.parametrize("fn, args, match", [
-    (apply_temperature, (torch.zeros(1, 3), 0.0), "do_sample=False"),
-    (apply_temperature, (torch.zeros(1, 3), -1.0), "temperature"),
-    (top_k_filter, (torch.zeros(1, 3), 0), "top_k=None"),
-    (top_k_filter, (torch.zeros(1, 3), 2.5), "top_k"),
-    (top_p_filter, (torch.zeros(1, 3), 0.0), "top_p=None"),
-    (top_p_filter, (torch.zeros(1, 3), 1.5), "top_p"),
-    (apply_repetition_penalty, (torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 3), 0.0), "penalty"),
-    (apply_repetition_penalty, (torch.zeros(2, 2, dtype=torch.long), torch.zeros(1, 3), 1.2), "same B"),
-])
+@pytest.mark.parametrize(
+    "fn, args, match",
+    [
+        (apply_temperature, (torch.zeros(1, 3), 0.0), "do_sample=False"),
+        (apply_temperature, (torch.zeros(1, 3), -1.0), "temperature"),
+        (top_k_filter, (torch.zeros(1, 3), 0), "top_k=None"),
+        (top_k_filter, (torch.zeros(1, 3), 2.5), "top_k"),
+        (top_p_filter, (torch.zeros(1, 3), 0.0), "top_p=None"),
+        (top_p_filter, (torch.zeros(1, 3), 1.5), "top_p"),
+        (
+            apply_repetition_penalty,
+            (torch.zeros(1, 2, dtype=torch.long), torch.zeros(1, 3), 0.0),
+            "penalty",
+        ),
+        (
+            apply_repetition_penalty,
+            (torch.zeros(2, 2, dtype=torch.long), torch.zeros(1, 3), 1.2),
+            "same B",
+        ),
+    ],
+)
 def test_processors_reject_bad_arguments(fn, args, match):
     with pytest.raises(ValueError, match=match):
         fn(*args)
@@ -138,8 +155,16 @@ def test_processors_reject_bad_arguments(fn, args, match):
 @pytest.fixture(scope="module")
 def tiny_hf():
     torch.manual_seed(0)
-    config = GPT2Config(vocab_size=40, n_positions=64, n_embd=32, n_layer=2, n_head=4,
-                        bos_token_id=0, eos_token_id=0, tie_word_embeddings=False)
+    config = GPT2Config(
+        vocab_size=40,
+        n_positions=64,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=0,
+        eos_token_id=0,
+        tie_word_embeddings=False,
+    )
     model = GPT2LMHeadModel(config).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(4)  # peakier: clear argmaxes, yet beams still beat greedy
@@ -156,9 +181,18 @@ def tiny_ours(tiny_hf):
 @pytest.fixture(scope="module")
 def tiny_llama():
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                         bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=40,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(15)
@@ -182,8 +216,13 @@ def hf_generate(model, input_ids, eos_token_id=None, **kwargs):
         config["top_k"] = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return model.generate(input_ids, attention_mask=torch.ones_like(input_ids),
-                              eos_token_id=eos_token_id, pad_token_id=eos_token_id or 0, **config)
+        return model.generate(
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            eos_token_id=eos_token_id,
+            pad_token_id=eos_token_id or 0,
+            **config,
+        )
 
 
 DETERMINISTIC = [
@@ -199,8 +238,12 @@ DETERMINISTIC = [
 @pytest.mark.parametrize("which", ["hf", "ours", "llama_hf", "llama_ours"])
 def test_greedy_and_beam_equal_hf(kwargs, which, tiny_hf, tiny_ours, tiny_llama, tiny_llama_ours):
     reference = tiny_llama if which.startswith("llama") else tiny_hf
-    model = {"hf": tiny_hf, "ours": tiny_ours, "llama_hf": tiny_llama,
-             "llama_ours": tiny_llama_ours}[which]
+    model = {
+        "hf": tiny_hf,
+        "ours": tiny_ours,
+        "llama_hf": tiny_llama,
+        "llama_ours": tiny_llama_ours,
+    }[which]
     expected = hf_generate(reference, PROMPTS, **kwargs)
     out = generate(model, PROMPTS, **kwargs)
     assert out.shape == expected.shape
@@ -243,10 +286,13 @@ def test_sampling_with_a_generator_is_reproducible(tiny_ours):
 
 def test_beam_sampling_equals_hf(tiny_hf):
     torch.manual_seed(7)
-    expected = hf_generate(tiny_hf, PROMPTS, max_new_tokens=10, do_sample=True, num_beams=2,
-                           top_k=20)
+    expected = hf_generate(
+        tiny_hf, PROMPTS, max_new_tokens=10, do_sample=True, num_beams=2, top_k=20
+    )
     torch.manual_seed(7)
-    assert torch.equal(generate(tiny_hf, PROMPTS, 10, do_sample=True, num_beams=2, top_k=20), expected)
+    assert torch.equal(
+        generate(tiny_hf, PROMPTS, 10, do_sample=True, num_beams=2, top_k=20), expected
+    )
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3), dict(do_sample=True, top_k=8)])
@@ -276,7 +322,7 @@ def test_eos_stops_a_sequence_like_hf(kwargs, which, tiny_hf, tiny_ours):
     out = generate(model, prompts, 15, eos_token_id=eos, **kwargs)
     assert torch.equal(out, expected)
     if not kwargs.get("num_beams"):
-        row = out[0, prompts.shape[1]:].tolist()
+        row = out[0, prompts.shape[1] :].tolist()
         first = row.index(eos)
         assert row[first:] == [eos] * (len(row) - first)  # after EOS: only padding
 
@@ -290,15 +336,18 @@ def test_eos_ends_generation_when_every_sequence_is_done(tiny_hf):
     assert out.shape == (1, 4 + first + 1)  # stopped right after the first EOS
     assert torch.equal(out, free[:, : 4 + first + 1])
     beams = generate(tiny_hf, prompt, 15, num_beams=2, eos_token_id=eos)
-    assert torch.equal(beams, hf_generate(tiny_hf, prompt, eos_token_id=eos, max_new_tokens=15,
-                                          num_beams=2))
+    assert torch.equal(
+        beams, hf_generate(tiny_hf, prompt, eos_token_id=eos, max_new_tokens=15, num_beams=2)
+    )
 
 
 def test_beam_search_function_keeps_batch_and_prompt(tiny_ours):
     out = beam_search(tiny_ours, PROMPTS, 6, num_beams=3)
     assert out.shape == (3, 10) and torch.equal(out[:, :4], PROMPTS)
     assert torch.equal(beam_search(tiny_ours, PROMPTS, 0, num_beams=3), PROMPTS)
-    assert torch.equal(beam_search(tiny_ours, PROMPTS, 6, num_beams=1), generate(tiny_ours, PROMPTS, 6))
+    assert torch.equal(
+        beam_search(tiny_ours, PROMPTS, 6, num_beams=1), generate(tiny_ours, PROMPTS, 6)
+    )
 
 
 def test_generate_edge_cases(tiny_ours):
@@ -308,17 +357,20 @@ def test_generate_edge_cases(tiny_ours):
     assert one.dtype == torch.long
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    (dict(do_sample=True, temperature=0.0), ValueError, "do_sample=False"),
-    (dict(do_sample=True, top_p=0.0), ValueError, "top_p"),
-    (dict(do_sample=True, top_p=1.01), ValueError, "top_p"),
-    (dict(do_sample=True, top_k=0), ValueError, "top_k=None"),
-    (dict(num_beams=0), ValueError, "num_beams"),
-    (dict(repetition_penalty=0.0), ValueError, "repetition_penalty"),
-    (dict(max_new_tokens=-1), ValueError, "max_new_tokens"),
-    (dict(max_new_tokens=100), ValueError, "n_positions"),
-    (dict(eos_token_id=[1, 2]), TypeError, "single int"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(do_sample=True, temperature=0.0), ValueError, "do_sample=False"),
+        (dict(do_sample=True, top_p=0.0), ValueError, "top_p"),
+        (dict(do_sample=True, top_p=1.01), ValueError, "top_p"),
+        (dict(do_sample=True, top_k=0), ValueError, "top_k=None"),
+        (dict(num_beams=0), ValueError, "num_beams"),
+        (dict(repetition_penalty=0.0), ValueError, "repetition_penalty"),
+        (dict(max_new_tokens=-1), ValueError, "max_new_tokens"),
+        (dict(max_new_tokens=100), ValueError, "n_positions"),
+        (dict(eos_token_id=[1, 2]), TypeError, "single int"),
+    ],
+)
 def test_generate_rejects_bad_arguments(kwargs, error, match, tiny_ours):
     args = dict(max_new_tokens=5) | kwargs
     with pytest.raises(error, match=match):
@@ -353,8 +405,13 @@ def test_course_gpt_generate_equals_hf(kwargs, course_gpt):
 
     hf_model, tokenizer = course_gpt
     ours = GPT.from_hf(hf_model).eval()
-    encoded = [tokenizer(text).input_ids for text in ("ROMEO:\nBut soft, what light through",
-                                                      "KING HENRY:\nOnce more unto the breach")]
+    encoded = [
+        tokenizer(text).input_ids
+        for text in (
+            "ROMEO:\nBut soft, what light through",
+            "KING HENRY:\nOnce more unto the breach",
+        )
+    ]
     T = min(len(ids) for ids in encoded)
     prompts = torch.tensor([ids[:T] for ids in encoded])  # same length: no padding needed
     expected = hf_generate(hf_model, prompts, max_new_tokens=30, **kwargs)
@@ -390,10 +447,11 @@ def test_smollm2_generate_equals_hf():
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
     greedy = generate(model, prompt, 20, eos_token_id=eos)
     assert torch.equal(greedy, hf_generate(model, prompt, eos_token_id=eos, max_new_tokens=20))
-    assert "Paris" in tokenizer.decode(greedy[0, prompt.shape[1]:])
+    assert "Paris" in tokenizer.decode(greedy[0, prompt.shape[1] :])
     beams = generate(model, prompt, 12, num_beams=3, eos_token_id=eos)
-    assert torch.equal(beams, hf_generate(model, prompt, eos_token_id=eos, max_new_tokens=12,
-                                          num_beams=3))
+    assert torch.equal(
+        beams, hf_generate(model, prompt, eos_token_id=eos, max_new_tokens=12, num_beams=3)
+    )
     try:
         from course_lib.llama import Llama
     except ImportError:  # pragma: no cover - the module is part of the course
@@ -419,12 +477,18 @@ def test_generate_cached_feeds_the_prompt_once_then_one_token_per_forward():
     from course_lib.generation import generate_cached
     from course_lib.grading._models import build_model
 
-    config = dict(vocab_size=40, n_positions=64, n_embd=32, n_layer=2, n_head=4,
-                  tie_word_embeddings=False)
+    config = dict(
+        vocab_size=40, n_positions=64, n_embd=32, n_layer=2, n_head=4, tie_word_embeddings=False
+    )
     model = build_model({"config": config, "seed": 0, "scale": 20.0})
     out = generate_cached(model, PROMPTS, 5)
-    assert [(c["length"], c["past"]) for c in model.calls] == [(4, 0), (1, 4), (1, 5), (1, 6),
-                                                               (1, 7)]
+    assert [(c["length"], c["past"]) for c in model.calls] == [
+        (4, 0),
+        (1, 4),
+        (1, 5),
+        (1, 6),
+        (1, 7),
+    ]
     model.calls.clear()
     assert torch.equal(generate(model, PROMPTS, 5, use_cache=False), out)
     assert [c["length"] for c in model.calls] == [4, 5, 6, 7, 8]  # no cache: the whole sequence

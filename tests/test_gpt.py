@@ -291,8 +291,10 @@ def test_training_step_compiles_as_one_graph_and_matches_eager():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2))
     x = ids(50, 2, 16)
-    losses = {"lm_loss": lambda a: lm_loss(model, a[:, :-1], a[:, 1:]),
-              "labels": lambda a: model(a, labels=a).loss}
+    losses = {
+        "lm_loss": lambda a: lm_loss(model, a[:, :-1], a[:, 1:]),
+        "labels": lambda a: model(a, labels=a).loss,
+    }
     for name, fn in losses.items():
         explanation = torch._dynamo.explain(fn)(x)
         assert explanation.graph_break_count == 0, (name, explanation.break_reasons)

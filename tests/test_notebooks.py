@@ -37,22 +37,34 @@ CELL_TIMEOUT_S = 300
 NOTEBOOK_LIMIT_S = float(os.environ.get("COURSE_NOTEBOOK_LIMIT_S", "180"))
 # 06 trains a GPT to a stated loss target inside the notebook: it is allowed 4 minutes.
 NOTEBOOK_LIMITS_S = {"06-training": max(NOTEBOOK_LIMIT_S, 240.0)}
-KERNEL_ENV = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "HF_HUB_OFFLINE": "1",
-              "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+KERNEL_ENV = {
+    "OMP_NUM_THREADS": "2",
+    "MKL_NUM_THREADS": "2",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
 
-SETUP_METADATA = {"schema_version": 3, "solution": False, "grade": False, "locked": True,
-                  "grade_id": "setup"}
+SETUP_METADATA = {
+    "schema_version": 3,
+    "solution": False,
+    "grade": False,
+    "locked": True,
+    "grade_id": "setup",
+}
 SOLUTION_MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 HIDDEN_MARKERS = ("### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS")
 
 
 def check_cell_source(fn: str) -> str:
     """The exact source of the check cell of exercise ``fn`` (visible check, then hidden ones)."""
-    return (f"from course_lib.grading import check_{fn}\n"
-            f"check_{fn}({fn})\n"
-            f"{HIDDEN_MARKERS[0]}\n"
-            f"check_{fn}({fn}, hidden=True)\n"
-            f"{HIDDEN_MARKERS[1]}")
+    return (
+        f"from course_lib.grading import check_{fn}\n"
+        f"check_{fn}({fn})\n"
+        f"{HIDDEN_MARKERS[0]}\n"
+        f"check_{fn}({fn}, hidden=True)\n"
+        f"{HIDDEN_MARKERS[1]}"
+    )
 
 
 def nbgrader(cell) -> dict:
@@ -82,18 +94,26 @@ def read(path: Path):
 
 def called_names(source: str) -> set[str]:
     """Names called as plain functions (``f(...)``, not ``obj.f(...)``) in a code cell."""
-    python = "\n".join("" if line.lstrip().startswith(("%", "!")) else line
-                       for line in source.splitlines())
+    python = "\n".join(
+        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
+    )
     tree = ast.parse(python)
-    return {node.func.id for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)}
+    return {
+        node.func.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+    }
 
 
 def defined_names(source: str) -> set[str]:
-    python = "\n".join("" if line.lstrip().startswith(("%", "!")) else line
-                       for line in source.splitlines())
-    return {node.name for node in ast.walk(ast.parse(python))
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    python = "\n".join(
+        "" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
+    )
+    return {
+        node.name
+        for node in ast.walk(ast.parse(python))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -118,7 +138,8 @@ def test_source_notebook_is_valid_and_clean(path):
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             assert not cell.outputs and cell.execution_count is None, (
-                f"cell {i} has outputs: commit solutions without outputs")
+                f"cell {i} has outputs: commit solutions without outputs"
+            )
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=ASSIGNMENTS)
@@ -126,14 +147,16 @@ def test_nbgrader_metadata(path):
     nb = read(path)
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     assert code_cells and nbgrader(code_cells[0]) == SETUP_METADATA, (
-        "the first code cell must be the locked setup cell")
+        "the first code cell must be the locked setup cell"
+    )
     grade_ids = []
     for i, cell in enumerate(nb.cells):
         meta = nbgrader(cell)
         src = cell.source
         if not meta:
             assert not any(m in src for m in SOLUTION_MARKERS + HIDDEN_MARKERS), (
-                f"cell {i} holds a solution or hidden-test marker but no nbgrader metadata")
+                f"cell {i} holds a solution or hidden-test marker but no nbgrader metadata"
+            )
             continue
         where = f"cell {i} ({meta.get('grade_id')})"
         assert cell.cell_type == "code", f"{where}: only code cells carry nbgrader metadata"
@@ -144,7 +167,8 @@ def test_nbgrader_metadata(path):
             assert meta["locked"] and not meta["solution"], f"{where}: a check cell is locked"
             points = meta.get("points")
             assert isinstance(points, (int, float)) and 1 <= points <= 3, (
-                f"{where}: points must be 1 to 3, got {points!r}")
+                f"{where}: points must be 1 to 3, got {points!r}"
+            )
         elif meta["solution"]:
             assert not meta["locked"], f"{where}: a solution cell must stay editable"
             assert not any(m in src for m in HIDDEN_MARKERS), f"{where}: hidden tests in a solution"
@@ -165,18 +189,26 @@ def test_each_exercise_is_a_solution_cell_then_its_check_cell(path):
             assert fn in defined_names(src), f"solution cell {fn!r} must define `def {fn}(...)`"
             begin, end = src.find(SOLUTION_MARKERS[0]), src.find(SOLUTION_MARKERS[1])
             assert 0 <= begin < end, f"{fn}: the body must sit between BEGIN/END SOLUTION"
-            assert src.find(f"def {fn}(") < begin, f"{fn}: the `def` line must stay outside the solution"
+            assert src.find(f"def {fn}(") < begin, (
+                f"{fn}: the `def` line must stay outside the solution"
+            )
             doc = src.find('"""')
-            assert 0 <= doc < begin, f"{fn}: keep the docstring above BEGIN SOLUTION (learners keep it)"
+            assert 0 <= doc < begin, (
+                f"{fn}: keep the docstring above BEGIN SOLUTION (learners keep it)"
+            )
             assert k + 1 < len(code_cells), f"{fn}: no check cell after the solution"
             following = code_cells[k + 1]
             assert nbgrader(following).get("grade_id") == f"check_{fn}" and is_graded(following), (
-                f"{fn}: the next code cell must be its check cell check_{fn}")
+                f"{fn}: the next code cell must be its check cell check_{fn}"
+            )
             assert following.source.strip() == check_cell_source(fn), (
-                f"check_{fn}: the check cell must read exactly:\n{check_cell_source(fn)}")
+                f"check_{fn}: the check cell must read exactly:\n{check_cell_source(fn)}"
+            )
         elif is_graded(cell):
             gid = nbgrader(cell)["grade_id"]
-            assert k > 0 and is_solution(code_cells[k - 1]), f"{gid}: a check cell follows its solution"
+            assert k > 0 and is_solution(code_cells[k - 1]), (
+                f"{gid}: a check cell follows its solution"
+            )
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=ASSIGNMENTS)
@@ -188,8 +220,10 @@ def test_demo_cells_never_call_a_learner_function(path):
         if cell.cell_type != "code" or is_solution(cell) or is_graded(cell):
             continue
         used = called_names(cell.source) & learner
-        assert not used, (f"cell {i} calls the learner's {sorted(used)}: use the reference from "
-                          "course_lib instead (e.g. `from course_lib.ngram import nll as ref_nll`)")
+        assert not used, (
+            f"cell {i} calls the learner's {sorted(used)}: use the reference from "
+            "course_lib instead (e.g. `from course_lib.ngram import nll as ref_nll`)"
+        )
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=ASSIGNMENTS)
@@ -203,7 +237,8 @@ def test_notebook_opens_with_goals_and_closes_with_a_recap(path):
     last_code = max(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
     outro = "\n".join(c.source for c in nb.cells[last_code:] if c.cell_type == "markdown").lower()
     assert "recap" in outro and "going further" in outro, (
-        "the notebook must close with a recap and 'going further' pointers")
+        "the notebook must close with a recap and 'going further' pointers"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,8 +258,13 @@ class Run:
         """(cell index, cell, 'Ename: value') for every cell that raised."""
         if self.aborted:
             pytest.fail(f"the notebook did not run to the end: {self.aborted}")
-        return [(i, c, f"{o.ename}: {o.evalue}") for i, c in enumerate(self.nb.cells)
-                if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        return [
+            (i, c, f"{o.ename}: {o.evalue}")
+            for i, c in enumerate(self.nb.cells)
+            if c.cell_type == "code"
+            for o in c.outputs
+            if o.output_type == "error"
+        ]
 
 
 def stdout_of(cell) -> str:
@@ -236,7 +276,10 @@ def execute(path: Path) -> Run:
 
     nb = read(path)
     client = NotebookClient(
-        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True,
+        nb,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        allow_errors=True,
         extra_arguments=["--IPKernelApp.log_level=ERROR"],
         resources={"metadata": {"path": str(path.parent)}},
     )
@@ -282,10 +325,12 @@ def test_solutions_notebook_runs_and_passes_every_check(path, executed):
             calls = cell.source.count(f"check_{fn}(")
             passed = re.findall(rf"✓ {re.escape(fn)}: all \d+ checks passed", stdout_of(cell))
             assert len(passed) == calls, (
-                f"check_{fn}: expected {calls} success lines, got:\n{stdout_of(cell)}")
+                f"check_{fn}: expected {calls} success lines, got:\n{stdout_of(cell)}"
+            )
     limit = NOTEBOOK_LIMITS_S.get(path.parent.name, NOTEBOOK_LIMIT_S)
     assert run.seconds < limit, (
-        f"{path.name} took {run.seconds:.0f} s; the limit is {limit:.0f} s on 2 cores")
+        f"{path.name} took {run.seconds:.0f} s; the limit is {limit:.0f} s on 2 cores"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -318,7 +363,10 @@ def test_learner_notebook_hides_solutions_and_hidden_tests(assignment):
     path = release_path(assignment)
     if not path.is_file():
         pytest.fail(f"notebooks/{assignment}/{assignment}.ipynb is missing: run `course release`")
-    source_nb, release_nb = read(ROOT / "solutions" / assignment / f"{assignment}.ipynb"), read(path)
+    source_nb, release_nb = (
+        read(ROOT / "solutions" / assignment / f"{assignment}.ipynb"),
+        read(path),
+    )
     text = "\n".join(c.source for c in release_nb.cells)
     for marker in SOLUTION_MARKERS + HIDDEN_MARKERS:
         assert marker not in text, f"the release still contains {marker!r}: run `course release`"
@@ -339,13 +387,15 @@ def test_learner_notebook_fails_only_in_check_cells(assignment, stale_release, e
     for i, cell, error in run.errors():
         assert is_graded(cell), (
             f"cell {i} of the release fails outside a check cell, so a learner is blocked:\n"
-            f"{error}\n{cell.source[:300]}")
+            f"{error}\n{cell.source[:300]}"
+        )
     for i, cell in enumerate(run.nb.cells):
         if cell.cell_type == "code" and is_graded(cell):
             assert i in failed, f"check cell {nbgrader(cell)['grade_id']} passes on an empty stub"
             messages = [e for j, _, e in run.errors() if j == i]
-            assert any(m.startswith("AssertionError") and "not implemented yet" in m
-                       for m in messages), f"{nbgrader(cell)['grade_id']}: {messages}"
+            assert any(
+                m.startswith("AssertionError") and "not implemented yet" in m for m in messages
+            ), f"{nbgrader(cell)['grade_id']}: {messages}"
 
 
 @pytest.mark.parametrize("path", SOLUTIONS, ids=ASSIGNMENTS)

@@ -31,8 +31,16 @@ def tiny_gpt2(seed: int = 0, vocab_size: int = 32):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=vocab_size, n_positions=32, n_embd=16, n_layer=2, n_head=2,
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=32,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+    )
     return GPT2LMHeadModel(config)
 
 
@@ -71,15 +79,18 @@ def test_get_batch_keeps_small_int_storage():
     assert x.dtype == y.dtype == torch.long
 
 
-@pytest.mark.parametrize("data, kwargs, match", [
-    ([1, 2, 3], {}, "torch.Tensor"),
-    (torch.rand(10), {}, "integer"),
-    (torch.zeros(2, 5, dtype=torch.long), {}, "1-D"),
-    (torch.arange(4), {"block_size": 4}, "more than block_size"),
-    (torch.arange(4), {"block_size": 5}, "more than block_size"),
-    (torch.arange(10), {"block_size": 0}, "block_size"),
-    (torch.arange(10), {"batch_size": 0}, "batch_size"),
-])
+@pytest.mark.parametrize(
+    "data, kwargs, match",
+    [
+        ([1, 2, 3], {}, "torch.Tensor"),
+        (torch.rand(10), {}, "integer"),
+        (torch.zeros(2, 5, dtype=torch.long), {}, "1-D"),
+        (torch.arange(4), {"block_size": 4}, "more than block_size"),
+        (torch.arange(4), {"block_size": 5}, "more than block_size"),
+        (torch.arange(10), {"block_size": 0}, "block_size"),
+        (torch.arange(10), {"batch_size": 0}, "batch_size"),
+    ],
+)
 def test_get_batch_rejects_bad_input(data, kwargs, match):
     args = {"batch_size": 2, "block_size": 3} | kwargs
     with pytest.raises((TypeError, ValueError), match=match):
@@ -113,8 +124,10 @@ def test_lr_schedule_edge_cases():
     assert lr_at(3, 2.0, 2.0, 0, 10) == 2.0  # constant
 
 
-@pytest.mark.parametrize("warmup, total, min_lr", [(10, 110, 1e-4), (0, 50, 0.0), (1, 2, 3e-4),
-                                                   (37, 200, 6e-4), (99, 100, 1e-5)])
+@pytest.mark.parametrize(
+    "warmup, total, min_lr",
+    [(10, 110, 1e-4), (0, 50, 0.0), (1, 2, 3e-4), (37, 200, 6e-4), (99, 100, 1e-5)],
+)
 def test_lr_at_equals_transformers_schedule(warmup, total, min_lr):
     from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
@@ -129,19 +142,24 @@ def test_lr_at_equals_transformers_schedule(warmup, total, min_lr):
     ours = [lr_at(s, max_lr, min_lr, warmup, total) for s in range(total + 1)]
     assert ours == pytest.approx(theirs, rel=1e-12, abs=1e-15)
     # past the end HF climbs back up the cosine; ours stays at min_lr
-    assert opt.param_groups[0]["lr"] > min_lr and lr_at(total + 1, max_lr, min_lr, warmup,
-                                                        total) == min_lr
+    assert (
+        opt.param_groups[0]["lr"] > min_lr
+        and lr_at(total + 1, max_lr, min_lr, warmup, total) == min_lr
+    )
 
 
-@pytest.mark.parametrize("args, match", [
-    ((-1, 1.0, 0.0, 1, 10), "step"),
-    ((1.5, 1.0, 0.0, 1, 10), "step"),
-    ((0, 1.0, 2.0, 1, 10), "min_lr"),
-    ((0, 1.0, 0.0, 11, 10), "warmup_steps < total_steps"),
-    ((0, 1.0, 0.0, 10, 10), "warmup_steps < total_steps"),
-    ((0, 1.0, 0.0, -1, 10), "warmup_steps"),
-    ((0, 1.0, -0.1, 1, 10), "min_lr"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((-1, 1.0, 0.0, 1, 10), "step"),
+        ((1.5, 1.0, 0.0, 1, 10), "step"),
+        ((0, 1.0, 2.0, 1, 10), "min_lr"),
+        ((0, 1.0, 0.0, 11, 10), "warmup_steps < total_steps"),
+        ((0, 1.0, 0.0, 10, 10), "warmup_steps < total_steps"),
+        ((0, 1.0, 0.0, -1, 10), "warmup_steps"),
+        ((0, 1.0, -0.1, 1, 10), "min_lr"),
+    ],
+)
 def test_lr_at_rejects_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         lr_at(*args)
@@ -199,12 +217,15 @@ def _run_optimizer(opt_class, kwargs, steps=100):
     return [p.detach().clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("kwargs", [
-    {},
-    {"lr": 1e-2, "weight_decay": 0.0},
-    {"lr": 3e-3, "betas": (0.8, 0.95), "eps": 1e-6, "weight_decay": 0.1},
-    {"lr": 1e-1, "betas": (0.0, 0.5), "weight_decay": 0.5},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"lr": 1e-2, "weight_decay": 0.0},
+        {"lr": 3e-3, "betas": (0.8, 0.95), "eps": 1e-6, "weight_decay": 0.1},
+        {"lr": 1e-1, "betas": (0.0, 0.5), "weight_decay": 0.5},
+    ],
+)
 def test_adamw_equals_torch(kwargs):
     ours = _run_optimizer(AdamW, kwargs)
     theirs = _run_optimizer(torch.optim.AdamW, kwargs)
@@ -212,12 +233,15 @@ def test_adamw_equals_torch(kwargs):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {},
-    {"lr": 1e-2, "weight_decay": 0.0},
-    {"lr": 3e-3, "betas": (0.8, 0.95), "eps": 1e-6, "weight_decay": 0.1},
-    {"lr": 1e-1, "betas": (0.0, 0.5), "eps": 1e-3, "weight_decay": 0.5},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"lr": 1e-2, "weight_decay": 0.0},
+        {"lr": 3e-3, "betas": (0.8, 0.95), "eps": 1e-6, "weight_decay": 0.1},
+        {"lr": 1e-1, "betas": (0.0, 0.5), "eps": 1e-3, "weight_decay": 0.5},
+    ],
+)
 def test_adamw_update_equals_one_torch_step_each_time(kwargs):
     g = torch.Generator().manual_seed(0)
     p0 = torch.randn(4, 3, generator=g, dtype=torch.float64)
@@ -290,12 +314,15 @@ def test_adamw_update_is_pure():
     assert all(o is not t for o, t in zip(out, tensors))
 
 
-@pytest.mark.parametrize("step, kwargs, match", [
-    (0, {}, "step must be an int >= 1"),
-    (2.0, {}, "step"),
-    (1, {"betas": (0.9, 1.0)}, "betas"),
-    (1, {"lr": -1.0}, ">= 0"),
-])
+@pytest.mark.parametrize(
+    "step, kwargs, match",
+    [
+        (0, {}, "step must be an int >= 1"),
+        (2.0, {}, "step"),
+        (1, {"betas": (0.9, 1.0)}, "betas"),
+        (1, {"lr": -1.0}, ">= 0"),
+    ],
+)
 def test_adamw_update_rejects_bad_input(step, kwargs, match):
     t = torch.ones(3)
     with pytest.raises(ValueError, match=match):
@@ -324,8 +351,9 @@ def test_adamw_param_groups_and_state_dict_roundtrip():
     assert n == len(list(model.parameters()))  # tied weights counted once, none forgotten
 
 
-@pytest.mark.parametrize("kwargs", [{"lr": -1.0}, {"betas": (0.9, 1.0)}, {"eps": -1e-8},
-                                    {"weight_decay": -0.1}])
+@pytest.mark.parametrize(
+    "kwargs", [{"lr": -1.0}, {"betas": (0.9, 1.0)}, {"eps": -1e-8}, {"weight_decay": -0.1}]
+)
 def test_adamw_rejects_bad_hyperparameters(kwargs):
     with pytest.raises(ValueError):
         AdamW([torch.nn.Parameter(torch.ones(2))], **kwargs)
@@ -334,15 +362,31 @@ def test_adamw_rejects_bad_hyperparameters(kwargs):
 # --- train, estimate_loss, checkpoints -----------------------------------------------------
 
 
-TRAIN_KW = dict(batch_size=8, block_size=16, max_lr=1e-2, min_lr=1e-3, warmup_steps=5,
-                weight_decay=0.1, grad_clip=1.0, eval_every=10, eval_iters=2, progress=False)
+TRAIN_KW = dict(
+    batch_size=8,
+    block_size=16,
+    max_lr=1e-2,
+    min_lr=1e-3,
+    warmup_steps=5,
+    weight_decay=0.1,
+    grad_clip=1.0,
+    eval_every=10,
+    eval_iters=2,
+    progress=False,
+)
 
 
 def test_train_decreases_loss_on_a_tiny_model():
     data = toy_tokens()
     model = tiny_gpt2()
-    history = train(model, data[:1600], data[1600:], steps=60,
-                    generator=torch.Generator().manual_seed(0), **TRAIN_KW)
+    history = train(
+        model,
+        data[:1600],
+        data[1600:],
+        steps=60,
+        generator=torch.Generator().manual_seed(0),
+        **TRAIN_KW,
+    )
     assert history["step"] == [0, 10, 20, 30, 40, 50, 60]
     assert len(history["train_loss"]) == len(history["val_loss"]) == len(history["lr"]) == 7
     assert len(history["batch_loss"]) == 60
@@ -365,22 +409,39 @@ def test_train_equals_a_reference_loop_step_by_step():
 
     V, steps = 40, 8
     data = toy_tokens(3000, V)
-    kw = dict(steps=steps, batch_size=4, block_size=16, max_lr=1e-2, min_lr=1e-3, warmup_steps=3,
-              weight_decay=0.1, grad_clip=0.5, eval_every=100, eval_iters=1, progress=False)
+    kw = dict(
+        steps=steps,
+        batch_size=4,
+        block_size=16,
+        max_lr=1e-2,
+        min_lr=1e-3,
+        warmup_steps=3,
+        weight_decay=0.1,
+        grad_clip=0.5,
+        eval_every=100,
+        eval_iters=1,
+        progress=False,
+    )
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=V, n_positions=16, n_embd=32, n_layer=2, n_head=4))
     ref = GPT(model.config)
     ref.load_state_dict(model.state_dict())
-    history = train(model, data[:2500], data[2500:], generator=torch.Generator().manual_seed(7),
-                    **kw)
+    history = train(
+        model, data[:2500], data[2500:], generator=torch.Generator().manual_seed(7), **kw
+    )
 
     decay = [p for p in ref.parameters() if p.dim() >= 2]
     no_decay = [p for p in ref.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=kw["max_lr"], betas=(0.9, 0.95), foreach=False)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=kw["max_lr"],
+        betas=(0.9, 0.95),
+        foreach=False,
+    )
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_at(s, kw["max_lr"], kw["min_lr"], kw["warmup_steps"], steps) / kw["max_lr"])
+        opt,
+        lambda s: lr_at(s, kw["max_lr"], kw["min_lr"], kw["warmup_steps"], steps) / kw["max_lr"],
+    )
     g = torch.Generator().manual_seed(7)
     losses, norms = [], []
     for _ in range(steps):
@@ -407,7 +468,9 @@ def test_train_equals_a_reference_loop_step_by_step():
             a, b = torch.cat([a[:C], a[2 * C :]]), torch.cat([b[:C], b[2 * C :]])
         tol = steps * 16 * EPS32 * (kw["max_lr"] + b.abs())
         assert bool(((a - b).abs() <= tol).all()), f"{name}: {(a - b).abs().max():.3g}"
-    assert not all(torch.equal(a, b) for a, b in zip(model.parameters(), GPT(model.config).parameters()))
+    assert not all(
+        torch.equal(a, b) for a, b in zip(model.parameters(), GPT(model.config).parameters())
+    )
 
 
 @pytest.mark.parametrize("make", ["gpt", "hf"])
@@ -456,8 +519,9 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
     model_b = tiny_gpt2(seed=5)
     gen_b = torch.Generator().manual_seed(3)
     opt_b = configure_optimizer(model_b, weight_decay=kw["weight_decay"], fast=True)  # train's
-    hist_b1 = train(model_b, data[:1600], data[1600:], generator=gen_b, optimizer=opt_b,
-                    end_step=13, **kw)
+    hist_b1 = train(
+        model_b, data[:1600], data[1600:], generator=gen_b, optimizer=opt_b, end_step=13, **kw
+    )
     save_checkpoint(tmp_path / "ckpt" / "state.pt", model_b, opt_b, 13, generator=gen_b)
     torch.manual_seed(999)  # disturb the global RNG: the checkpoint must restore it
     del model_b, opt_b, gen_b
@@ -467,8 +531,9 @@ def test_resumed_run_equals_uninterrupted(tmp_path):
     gen_c = torch.Generator().manual_seed(0)
     step = load_checkpoint(tmp_path / "ckpt" / "state.pt", model_c, opt_c, generator=gen_c)
     assert step == 13
-    hist_c = train(model_c, data[:1600], data[1600:], generator=gen_c, optimizer=opt_c,
-                   start_step=step, **kw)
+    hist_c = train(
+        model_c, data[:1600], data[1600:], generator=gen_c, optimizer=opt_c, start_step=step, **kw
+    )
 
     for pa, pc in zip(model_a.parameters(), model_c.parameters()):
         assert torch.equal(pa, pc)
@@ -484,13 +549,16 @@ def test_load_checkpoint_without_saved_generator_says_so(tmp_path):
         load_checkpoint(tmp_path / "c.pt", model, opt, generator=torch.Generator())
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"steps": 0}, "steps"),
-    ({"grad_clip": 0.0}, "grad_clip"),
-    ({"warmup_steps": 50}, "warmup_steps"),
-    ({"start_step": 5, "end_step": 3}, "start_step"),
-    ({"eval_every": 0}, "eval_every"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"steps": 0}, "steps"),
+        ({"grad_clip": 0.0}, "grad_clip"),
+        ({"warmup_steps": 50}, "warmup_steps"),
+        ({"start_step": 5, "end_step": 3}, "start_step"),
+        ({"eval_every": 0}, "eval_every"),
+    ],
+)
 def test_train_rejects_bad_input(kwargs, match):
     data = toy_tokens(200)
     args = dict(TRAIN_KW, steps=10) | kwargs

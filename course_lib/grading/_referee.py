@@ -157,12 +157,27 @@ def _serve_connection(conn: Any, seed: int, record_fd: int) -> None:
         try:
             verdict = run_check(request, channel)
         except Exception as exc:  # the kernel broke the protocol mid-check
-            _record(record_fd, {"name": str(msg.get("name")), "hidden": hidden, "passed": False,
-                                "internal": False, "message": f"the check was cut off ({exc})"})
+            _record(
+                record_fd,
+                {
+                    "name": str(msg.get("name")),
+                    "hidden": hidden,
+                    "passed": False,
+                    "internal": False,
+                    "message": f"the check was cut off ({exc})",
+                },
+            )
             return
-        _record(record_fd, {"name": str(msg.get("name")), "hidden": hidden,
-                            "passed": bool(verdict["passed"]), "internal": bool(verdict["internal"]),
-                            "message": str(verdict["message"])[:4000]})
+        _record(
+            record_fd,
+            {
+                "name": str(msg.get("name")),
+                "hidden": hidden,
+                "passed": bool(verdict["passed"]),
+                "internal": bool(verdict["internal"]),
+                "message": str(verdict["message"])[:4000],
+            },
+        )
         if hidden and not verdict["passed"]:
             verdict = dict(verdict, message=HIDDEN_WITHHELD.format(name=msg.get("name")))
         channel.send(verdict)

@@ -15,9 +15,8 @@ from typing import IO, Any
 import torch
 
 # Reserved keys of the protocol's plain-data dicts.
-UNSUPPORTED = (
-    "__course_unsupported__"  # a returned object that is not plain data: {UNSUPPORTED: type}
-)
+# A returned object that is not plain data travels as {UNSUPPORTED: type name}.
+UNSUPPORTED = "__course_unsupported__"
 SPECIAL = "__course__"  # an argument the kernel must build: a Generator, parameters with .grad
 
 _HEADER = struct.Struct(">Q")

@@ -161,10 +161,8 @@ def grade_bigram_probs(s: Session) -> None:
         cases.append((torch.tensor([[0, 2], [1, 1]]),))  # default alpha: [[1/4, 3/4], [2/4, 2/4]]
     cases += [
         (s.randint(0, 9, V, V), r.choice([0.5, 0.1, 2.0])),
-        (
-            s.randint(0, 9, V + 1, V + 1).float(),
-            1.0,
-        ),  # float counts: `counts += alpha` would go unnoticed
+        # float counts: `counts += alpha` would go unnoticed
+        (s.randint(0, 9, V + 1, V + 1).float(), 1.0),
         (zero_row,),  # a token never followed by anything: smoothing gives it a uniform row
         (s.randint(1, 9, V, V), 0.0),  # alpha = 0: the raw maximum-likelihood estimate
         (s.randint(0, 4, V, V).float(), r.choice([0.25, 3.0])),
@@ -281,10 +279,8 @@ def _nll_cases(s: Session) -> list[tuple[Tensor, list[int]]]:
         ),
         (smooth, [r.randrange(V), r.randrange(V)]),  # one transition
         (smooth, [r.randrange(V) for _ in range(r.randint(40, 60))]),
-        (
-            torch.softmax(s.randn(V, V, scale=3.0), -1),
-            [r.randrange(V) for _ in range(300)],
-        ),  # product underflows
+        # a long text: the product of its probabilities underflows float32
+        (torch.softmax(s.randn(V, V, scale=3.0), -1), [r.randrange(V) for _ in range(300)]),
     ]
     return cases
 

@@ -191,9 +191,8 @@ def grade_get_batch(s: Session) -> None:
             )
 
         def windows_from_data(xy: tuple, data: Tensor = data, T: int = T) -> str | None:
-            starts = {
-                tuple(data[i : i + T].tolist()) for i in range(len(data) - T + 1)
-            }  # every window of data
+            windows = range(len(data) - T + 1)
+            starts = {tuple(data[i : i + T].tolist()) for i in windows}  # every window of data
             for b, row in enumerate(xy[0].tolist()):
                 if tuple(row) not in starts:
                     return (

@@ -367,6 +367,7 @@ def grade_mlp(s: Session) -> None:
 # transformer_block
 # ------------------------------------------------------------------------------------------------
 
+
 def _attn(x: Tensor, p: dict, H: int, *, causal: bool = True, scale: str = "D") -> Tensor:
     B, T, C = x.shape
     qkv = x @ p["attn.c_attn.weight"].T + p["attn.c_attn.bias"]

@@ -23,9 +23,8 @@ def softmax_torch(x, dim=-1):
 
 def softmax_logsumexp_float64(x, dim=-1):
     x = x.double()
-    return torch.exp(
-        x - torch.logsumexp(x, dim=dim, keepdim=True)
-    )  # float64 out, even for float32 in
+    # float64 out, even for float32 in
+    return torch.exp(x - torch.logsumexp(x, dim=dim, keepdim=True))
 
 
 @bug("softmax", "overflows at +1000")

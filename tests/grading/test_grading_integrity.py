@@ -427,5 +427,8 @@ def test_the_grading_referee_uses_its_own_seed_and_records_every_verdict(tmp_pat
     message = str(info.value)
     assert "softmax failed a hidden case" in message and "expected" not in message
     assert [(v["name"], v["hidden"], v["passed"]) for v in verdicts] == [
-        ("softmax", True, True), ("softmax", True, False), ("softmax", False, True)]
+        ("softmax", True, True),
+        ("softmax", True, False),
+        ("softmax", False, True),
+    ]
     assert "normalis" in verdicts[1]["message"]  # the full diagnosis stays with the staff
