@@ -29,13 +29,15 @@ the same logits within float32 rounding.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from course_lib.attention import KVCache, rope_cos_sin
 
-__all__ = ["StaticDecoder", "StaticKVCache", "fast_generate"]
+__all__ = ["StaticDecoder", "StaticKVCache", "fast_generate", "quantize_int8"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,27 +158,68 @@ def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
-class _LlamaStep:
-    """``Llama.forward`` for tokens at given positions, on a static cache; logits of the last."""
+def _linear(weight: Tensor) -> nn.Linear:
+    """A bias-free ``nn.Linear`` whose weight is ``weight`` (out, in), not a copy of it."""
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+    layer.weight = nn.Parameter(weight, requires_grad=False)
+    return layer
 
-    def __init__(self, model: nn.Module, cache: StaticKVCache) -> None:
+
+def quantize_int8(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose ``nn.Linear`` layers hold int8 weights (CPU only).
+
+    Dynamic quantization: each weight row (output channel) is stored as int8 with its own
+    float scale, chosen from the row's largest absolute value; at run time each input is
+    quantized to 8 bits too, the product is computed in integers and scaled back to float32.
+    A matrix-vector product then reads a quarter of the bytes, which is what a decoding step
+    waits for. The rest (embeddings, norms) stays float32.
+    """
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    if any(p.device.type != "cpu" for p in module.parameters()):
+        raise ValueError("int8 weights run on the CPU (fbgemm kernels): move the model there")
+    with warnings.catch_warnings():
+        # torch.ao.quantization is deprecated (torch 2.13) in favour of the torchao package,
+        # which the course does not install; quantize_dynamic still works and is still tested.
+        warnings.filterwarnings("ignore", message=r".*(deprecated|quantiz)", category=Warning)
+        return quantize_dynamic(module, {nn.Linear: per_channel_dynamic_qconfig}, torch.qint8)
+
+
+class _LlamaStep:
+    """``Llama.forward`` for tokens at given positions, on a static cache; logits of the last
+    position (or of all, ``all_logits=True``). Its matrix products are five lists of
+    ``nn.Linear`` (q/k/v fused, o, gate/up fused, down, and the output layer), so that
+    ``int8=True`` can swap them all for int8 ones with :func:`quantize_int8`."""
+
+    def __init__(self, model: nn.Module, cache: StaticKVCache, int8: bool = False) -> None:
         c = model.config
         self.model, self.cache, self.config = model, cache, c
+        blocks = model.model.layers
         with torch.no_grad():
-            self.w_qkv = [
-                torch.cat(
-                    [
-                        b.self_attn.q_proj.weight,
-                        b.self_attn.k_proj.weight,
-                        b.self_attn.v_proj.weight,
-                    ]
-                )
-                for b in model.model.layers
-            ]
-            self.w_gate_up = [
-                torch.cat([b.mlp.gate_proj.weight, b.mlp.up_proj.weight])
-                for b in model.model.layers
-            ]
+            linears = nn.ModuleDict(
+                {
+                    "qkv": nn.ModuleList(
+                        _linear(
+                            torch.cat(
+                                [
+                                    b.self_attn.q_proj.weight,
+                                    b.self_attn.k_proj.weight,
+                                    b.self_attn.v_proj.weight,
+                                ]
+                            )
+                        )
+                        for b in blocks
+                    ),
+                    "o": nn.ModuleList(b.self_attn.o_proj for b in blocks),
+                    "gate_up": nn.ModuleList(
+                        _linear(torch.cat([b.mlp.gate_proj.weight, b.mlp.up_proj.weight]))
+                        for b in blocks
+                    ),
+                    "down": nn.ModuleList(b.mlp.down_proj for b in blocks),
+                    "head": model.lm_head,
+                }
+            )
+        self.linears = quantize_int8(linears) if int8 else linears
         weight = model.model.embed_tokens.weight
         cos, sin = rope_cos_sin(cache.max_len, c.head_dim, c.rope_theta, device=weight.device)
         self.cos, self.sin = cos.to(weight.dtype), sin.to(weight.dtype)  # (max_len, D)
@@ -187,22 +230,22 @@ class _LlamaStep:
             c.num_key_value_heads * D,
         )
 
-    def __call__(self, input_ids: Tensor, positions: Tensor) -> Tensor:
-        c, m = self.config, self.model
+    def __call__(self, input_ids: Tensor, positions: Tensor, all_logits: bool = False) -> Tensor:
+        c, m, lin = self.config, self.model, self.linears
         cos, sin = self.cos[positions], self.sin[positions]  # (T, D)
         mask = _visible(positions, self.cache.max_len)
         x = m.model.embed_tokens(input_ids)  # (B, T, C)
         for i, block in enumerate(m.model.layers):
-            h = block.input_layernorm(x)
-            q, k, v = F.linear(h, self.w_qkv[i]).split(self.sizes, dim=-1)
+            q, k, v = lin["qkv"][i](block.input_layernorm(x)).split(self.sizes, dim=-1)
             q = _rope(_heads(q, c.num_attention_heads), cos, sin)  # (B, H, T, D)
             k = _rope(_heads(k, c.num_key_value_heads), cos, sin)  # (B, H_kv, T, D)
             k, v = self.cache.write(i, positions, k, _heads(v, c.num_key_value_heads))
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-            x = x + block.self_attn.o_proj(y.transpose(1, 2).flatten(2))
-            gate, up = F.linear(block.post_attention_layernorm(x), self.w_gate_up[i]).chunk(2, -1)
-            x = x + block.mlp.down_proj(F.silu(gate) * up)
-        return m.lm_head(m.model.norm(x[:, -1]))  # (B, V): the last position only
+            x = x + lin["o"][i](y.transpose(1, 2).flatten(2))
+            gate, up = lin["gate_up"][i](block.post_attention_layernorm(x)).chunk(2, dim=-1)
+            x = x + lin["down"][i](F.silu(gate) * up)
+        x = x if all_logits else x[:, -1]
+        return lin["head"](m.model.norm(x))  # (B, V): the last position only; or (B, T, V)
 
 
 class _GPTStep:
@@ -211,7 +254,7 @@ class _GPTStep:
     def __init__(self, model: nn.Module, cache: StaticKVCache) -> None:
         self.model, self.cache, self.n_head = model, cache, model.config.n_head
 
-    def __call__(self, input_ids: Tensor, positions: Tensor) -> Tensor:
+    def __call__(self, input_ids: Tensor, positions: Tensor, all_logits: bool = False) -> Tensor:
         t = self.model.transformer
         mask = _visible(positions, self.cache.max_len)
         x = t.wte(input_ids) + t.wpe(positions)  # (B, T, C)
@@ -222,10 +265,10 @@ class _GPTStep:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             x = x + block.attn.c_proj(y.transpose(1, 2).flatten(2))
             x = x + block.mlp(block.ln_2(x))
-        return self.model.lm_head(t.ln_f(x[:, -1]))
+        return self.model.lm_head(t.ln_f(x if all_logits else x[:, -1]))
 
 
-def _step_for(model: nn.Module, batch_size: int, max_len: int):
+def _step_for(model: nn.Module, batch_size: int, max_len: int, int8: bool = False):
     from course_lib.gpt import GPT
     from course_lib.llama import Llama
 
@@ -258,7 +301,9 @@ def _step_for(model: nn.Module, batch_size: int, max_len: int):
         device=weight.device,
         dtype=weight.dtype,
     )
-    return kind(model, cache), cache
+    if int8 and kind is not _LlamaStep:
+        raise ValueError("int8=True is written for our Llama; run the GPT with int8=False")
+    return (kind(model, cache, int8) if int8 else kind(model, cache)), cache
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,6 +324,9 @@ class StaticDecoder:
         max_len: longest prompt + new tokens (the cache's length).
         cuda_graph: record the decoding step as a CUDA graph; None means "when on CUDA".
         compile: ``torch.compile`` the step (fuses elementwise work; compiling takes a while).
+        int8: run every matrix product of the step (output layer included) with int8 weights,
+            see :func:`quantize_int8`; CPU and ``Llama`` only. Faster, and no longer equal to
+            the float32 model: :meth:`logits` gives its logits, to measure how far it is.
     """
 
     def __init__(
@@ -289,10 +337,11 @@ class StaticDecoder:
         *,
         cuda_graph: bool | None = None,
         compile: bool = False,
+        int8: bool = False,
     ) -> None:
         if model.training:
             raise ValueError("StaticDecoder needs the model in eval mode: call model.eval() first")
-        self.step, self.cache = _step_for(model, batch_size, max_len)
+        self.step, self.cache = _step_for(model, batch_size, max_len, int8)
         self.batch_size, self.max_len = batch_size, max_len
         device = self.cache.keys.device
         if cuda_graph is None:
@@ -330,6 +379,14 @@ class StaticDecoder:
         with torch.cuda.graph(graph):
             self.advance()
         return graph
+
+    @torch.no_grad()
+    def logits(self, input_ids: Tensor) -> Tensor:
+        """(B, T, V) logits of every position of ``input_ids`` (B, T <= ``max_len``), computed
+        by this decoder's step (so with int8 weights if it has them), for a loss or perplexity.
+        """
+        positions = torch.arange(input_ids.shape[1], device=self.token.device)
+        return self.step(input_ids.to(self.token.device), positions, all_logits=True)
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, max_new_tokens: int) -> Tensor:
