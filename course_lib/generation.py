@@ -533,12 +533,7 @@ def generate(
         >>> out = generate(model, tok("To be", return_tensors="pt").input_ids, 20)  # doctest: +SKIP
     """
     _check_input_ids(input_ids)
-    if (
-        isinstance(max_new_tokens, bool)
-        or not isinstance(max_new_tokens, int)
-        or max_new_tokens < 0
-    ):
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    _check_max_new_tokens(max_new_tokens)
     _check_temperature(temperature)
     if top_k is not None:
         _check_top_k(top_k)
@@ -616,12 +611,7 @@ def generate_cached(model: nn.Module, input_ids: Tensor, max_new_tokens: int) ->
         (B, T + max_new_tokens) ids, prompt included.
     """
     _check_input_ids(input_ids)
-    if (
-        isinstance(max_new_tokens, bool)
-        or not isinstance(max_new_tokens, int)
-        or max_new_tokens < 0
-    ):
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    _check_max_new_tokens(max_new_tokens)
     ids, cache, style = input_ids, None, call_style(model)
     for _ in range(max_new_tokens):
         logits, cache = next_token_logits(model, ids, cache, True, style)  # only unseen tokens
@@ -632,6 +622,15 @@ def generate_cached(model: nn.Module, input_ids: Tensor, max_new_tokens: int) ->
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
+
+
+def _check_max_new_tokens(max_new_tokens: object) -> None:
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 0
+    ):
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
 
 
 def _check_input_ids(input_ids: object) -> None:

@@ -49,6 +49,16 @@ class Mistake:
     compute: Callable[..., Any]
 
 
+def mistake_maker(wrong: Callable[..., Any]) -> Callable[..., Mistake]:
+    """Mistakes as switches of one wrong-version function: with ``m = mistake_maker(_block)``,
+    ``m(message, order="post")`` is the Mistake that computes ``_block(*args, order="post")``."""
+
+    def make(message: str, **switches: Any) -> Mistake:
+        return Mistake(message, lambda *args: wrong(*args, **switches))
+
+    return make
+
+
 def generator_arg(seed: int) -> dict:
     """An argument the kernel turns into ``torch.Generator().manual_seed(seed)``."""
     return {SPECIAL: "generator", "seed": int(seed)}

@@ -21,6 +21,7 @@ from course_lib.grading._harness import (
     Session,
     TensorOut,
     earlier_positions_unchanged,
+    mistake_maker,
     reference_answer,
     verify,
 )
@@ -506,8 +507,7 @@ def _mhsa(
 
 
 def _mhsa_mistakes() -> list[Mistake]:
-    def m(message: str, **flags: Any) -> Mistake:
-        return Mistake(message, lambda *args: _mhsa(*args, **flags))
+    m = mistake_maker(_mhsa)
 
     order = (
         "split qkv into q, k, v in that order along the last dim: q = qkv[..., :C], k = qkv[..., "

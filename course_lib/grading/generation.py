@@ -22,6 +22,7 @@ from course_lib.grading._harness import (
     Session,
     TensorOut,
     generator_arg,
+    mistake_maker,
     model_arg,
     reference_answer,
     verify,
@@ -313,8 +314,7 @@ def _nucleus(
 
 
 def _top_p_mistakes() -> list[Mistake]:
-    def m(message: str, **flags: Any) -> Mistake:
-        return Mistake(message, lambda x, p: _nucleus(x, p, **flags))
+    m = mistake_maker(_nucleus)
 
     return [
         m(

@@ -32,6 +32,7 @@ from course_lib.grading._harness import (
     Session,
     TensorOut,
     earlier_positions_unchanged,
+    mistake_maker,
     reference_answer,
     tensors_same,
     verify,
@@ -362,8 +363,7 @@ def _rotated(
 
 
 def _apply_rope_mistakes() -> list[Mistake]:
-    def m(message: str, **flags: Any) -> Mistake:
-        return Mistake(message, lambda x, cos, sin: _rotated(x, cos, sin, **flags))
+    m = mistake_maker(_rotated)
 
     return [
         m(
@@ -495,8 +495,7 @@ def _swiglu(
 
 
 def _swiglu_mistakes() -> list[Mistake]:
-    def m(message: str, **flags: Any) -> Mistake:
-        return Mistake(message, lambda *args: _swiglu(*args, **flags))
+    m = mistake_maker(_swiglu)
 
     return [
         m(
@@ -736,8 +735,7 @@ def _llama(
 
 
 def _llama_mistakes() -> list[Mistake]:
-    def m(message: str, **flags: Any) -> Mistake:
-        return Mistake(message, lambda ids, params, config: _llama(ids, params, config, **flags))
+    m = mistake_maker(_llama)
 
     return [
         m(

@@ -29,6 +29,7 @@ from course_lib.grading._harness import (
     Session,
     TensorOut,
     describe_type,
+    mistake_maker,
     reference_answer,
     verify,
 )
@@ -204,8 +205,7 @@ def _gelu(
 
 
 def _gelu_mistakes() -> list[Mistake]:
-    def m(message: str, **flags: Any) -> Mistake:
-        return Mistake(message, lambda x: _gelu(x, **flags))
+    m = mistake_maker(_gelu)
 
     return [
         m(
@@ -311,8 +311,7 @@ def _mlp(
 
 
 def _mlp_mistakes() -> list[Mistake]:
-    def m(message: str, **flags: Any) -> Mistake:
-        return Mistake(message, lambda *args: _mlp(*args, **flags))
+    m = mistake_maker(_mlp)
 
     return [
         m(
@@ -420,8 +419,7 @@ def _block(
 
 
 def _block_mistakes() -> list[Mistake]:
-    def m(message: str, **flags: Any) -> Mistake:
-        return Mistake(message, lambda x, p, H: _block(x, p, H, **flags))
+    m = mistake_maker(_block)
 
     return [
         m(
@@ -506,17 +504,26 @@ def _params_unchanged(s: Session, out: Outcome, index: int, what: str) -> None:
     )
 
 
-def _causal_property(B: int, atol: float, message: str):
-    """Rows B.. of the batch repeat rows ..B with a different last position: earlier positions
-    must come out the same (one call checks both values and causality)."""
+def _verify_causal_call(
+    s: Session, args: tuple, kind: Kind, reference: Any, mistakes: list[Mistake], message: str
+) -> None:
+    """Call the learner's function on ``args`` = (batch, params, H), whose rows B.. repeat rows
+    ..B with a different last position, and verify the values and, from the same output, that
+    earlier positions did not change (causality). ``params`` must come back unchanged."""
+    out = s.call(*args, mutable=(1,))
+    _params_unchanged(s, out, 1, "params")
+    kind, expected = reference_answer(kind, reference, *args)
+    B = args[0].shape[0] // 2
 
     def causal(value: Tensor) -> str | None:
         first, second = value[:B, :-1].double(), value[B:, :-1].double()
-        if first.shape == second.shape and not torch.allclose(first, second, atol=atol, rtol=1e-5):
+        if first.shape == second.shape and not torch.allclose(
+            first, second, atol=kind.atol, rtol=1e-5
+        ):
             return message
         return None
 
-    return causal
+    verify(s, out, kind, expected, mistakes=mistakes, properties=[causal])
 
 
 def _block_sizes(s: Session) -> list[tuple[int, int, int, int]]:
@@ -544,22 +551,15 @@ def grade_transformer_block(s: Session) -> None:
         x2[:, -1] = s.randn(B, C)  # a different last position, in rows B..2B of the batch
         x = torch.cat([x, x2])
         params = _block_params(s, C)
-        out = s.call(x, params, H, mutable=(1,))
-        _params_unchanged(s, out, 1, "params")
-        kind, expected = reference_answer(
+        _verify_causal_call(
+            s,
+            (x, params, H),
             TensorOut((2 * B, T, C), "float", rtol=1e-5, atol=1e-6),
             gref.transformer_block,
-            x,
-            params,
-            H,
-        )
-        causal = _causal_property(
-            B,
-            kind.atol,
+            _block_mistakes(),
             "changing the last position's input changed the outputs at earlier positions: the "
             "attention must be causal (mask the scores with causal_mask(T), True = may attend)",
         )
-        verify(s, out, kind, expected, mistakes=_block_mistakes(), properties=[causal])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -600,8 +600,7 @@ def _forward(
 
 
 def _forward_mistakes() -> list[Mistake]:
-    def m(message: str, **flags: Any) -> Mistake:
-        return Mistake(message, lambda ids, p, H: _forward(ids, p, H, **flags))
+    m = mistake_maker(_forward)
 
     return [
         m(
@@ -727,22 +726,15 @@ def grade_gpt2_forward(s: Session) -> None:
         ids2[:, -1] = (ids2[:, -1] + 1 + s.randint(0, V - 1, B)) % V  # a different last token
         ids = torch.cat([ids, ids2])  # rows B..2B: the same text with another last token
         params = _gpt_params(s, V, P, C, L)
-        out = s.call(ids, params, H, mutable=(1,))
-        _params_unchanged(s, out, 1, "params")
-        kind, expected = reference_answer(
+        _verify_causal_call(
+            s,
+            (ids, params, H),
             TensorOut((2 * B, T, V), "float", rtol=1e-5, atol=1e-6, what="logits"),
             gref.gpt2_forward,
-            ids,
-            params,
-            H,
-        )
-        causal = _causal_property(
-            B,
-            kind.atol,
+            _forward_mistakes(),
             "changing the last token changed the logits at earlier positions: every block's "
             "attention must be causal (causal_mask(T), True = may attend)",
         )
-        verify(s, out, kind, expected, mistakes=_forward_mistakes(), properties=[causal])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -795,8 +787,7 @@ def _count(
 
 
 def _count_mistakes() -> list[Mistake]:
-    def m(message: str, **flags: Any) -> Mistake:
-        return Mistake(message, lambda V, P, C, L: _count(V, P, C, L, **flags))
+    m = mistake_maker(_count)
 
     return [
         m(
