@@ -51,35 +51,49 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "autograde_course"
 A = "99-fixture"
 TIMEOUT = 15  # per cell; a fixture check cell takes a few seconds even on a busy machine
-HIDDEN_CALLS = ("check_softmax(softmax, hidden=True)", "check_causal_mask(causal_mask, hidden=True)")
+HIDDEN_CALLS = (
+    "check_softmax(softmax, hidden=True)",
+    "check_causal_mask(causal_mask, hidden=True)",
+)
 
-GOOD_SOFTMAX = ("def softmax(x, dim=-1):\n    e = (x - x.amax(dim=dim, keepdim=True)).exp()\n"
-                "    return e / e.sum(dim=dim, keepdim=True)")
+GOOD_SOFTMAX = (
+    "def softmax(x, dim=-1):\n    e = (x - x.amax(dim=dim, keepdim=True)).exp()\n"
+    "    return e / e.sum(dim=dim, keepdim=True)"
+)
 NAIVE_SOFTMAX = "def softmax(x, dim=-1):\n    return x.exp() / x.exp().sum(dim=dim, keepdim=True)"
 LOOPING_SOFTMAX = "def softmax(x, dim=-1):\n    while True:\n        pass"
-STUBBORN_SOFTMAX = ("def softmax(x, dim=-1):\n    while True:\n        try:\n            while True:\n"
-                    "                pass\n        except KeyboardInterrupt:\n            pass")
-PATCHING_SOFTMAX = ("import torch\ntorch.allclose = lambda *a, **k: True\n"
-                    "torch.equal = lambda *a, **k: True\n" + NAIVE_SOFTMAX)
+STUBBORN_SOFTMAX = (
+    "def softmax(x, dim=-1):\n    while True:\n        try:\n            while True:\n"
+    "                pass\n        except KeyboardInterrupt:\n            pass"
+)
+PATCHING_SOFTMAX = (
+    "import torch\ntorch.allclose = lambda *a, **k: True\n"
+    "torch.equal = lambda *a, **k: True\n" + NAIVE_SOFTMAX
+)
 GOOD_MASK = "def causal_mask(T):\n    return torch.ones(T, T, dtype=torch.bool).tril()"
 TRANSPOSED_MASK = "def causal_mask(T):\n    return torch.ones(T, T, dtype=torch.bool).triu()"
-WARNING_SOFTMAX = ("import sys, warnings\n" + GOOD_SOFTMAX.replace(
-    "    e = ", "    warnings.warn('x is large')\n    print('debug', file=sys.stderr)\n    e = "))
+WARNING_SOFTMAX = "import sys, warnings\n" + GOOD_SOFTMAX.replace(
+    "    e = ", "    warnings.warn('x is large')\n    print('debug', file=sys.stderr)\n    e = "
+)
 DYING_MASK = "def causal_mask(T):\n    import os\n    os._exit(1)"
 INTERRUPTING_SOFTMAX = "def softmax(x, dim=-1):\n    raise KeyboardInterrupt('my own')"
 # Right on the visible cases, wrong on the hidden ones, printing what it was given there.
-HIDDEN_BUG_SOFTMAX = (
-    "import sys\n" + GOOD_SOFTMAX.replace("def softmax(x, dim=-1):\n", """def softmax(x, dim=-1):
+HIDDEN_BUG_SOFTMAX = "import sys\n" + GOOD_SOFTMAX.replace(
+    "def softmax(x, dim=-1):\n",
+    """def softmax(x, dim=-1):
     f = sys._getframe()
     while f is not None and f.f_code.co_name != "run_check":
         f = f.f_back
     if f is not None and f.f_locals.get("hidden"):
         print("HIDDEN-INPUT", x.shape)
         return x
-"""))
+""",
+)
 # A package handed in next to the notebook, to shadow the real graders from the kernel's cwd.
-FAKE_GRADING = ("def check_softmax(fn, hidden=False):\n    print('ok')\n"
-                "def check_causal_mask(fn, hidden=False):\n    print('ok')\n")
+FAKE_GRADING = (
+    "def check_softmax(fn, hidden=False):\n    print('ok')\n"
+    "def check_causal_mask(fn, hidden=False):\n    print('ok')\n"
+)
 
 
 def make_course(dest: Path) -> Path:
@@ -93,12 +107,24 @@ def cell(nb, grade_id: str):
     return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
 
 
-def submit(release_nb, subs: Path, student: str, *, softmax: str | None = GOOD_SOFTMAX,
-           causal_mask: str | None = GOOD_MASK, edits: dict | None = None,
-           points: dict | None = None, delete: tuple = ()) -> Path:
+def submit(
+    release_nb,
+    subs: Path,
+    student: str,
+    *,
+    softmax: str | None = GOOD_SOFTMAX,
+    causal_mask: str | None = GOOD_MASK,
+    edits: dict | None = None,
+    points: dict | None = None,
+    delete: tuple = (),
+) -> Path:
     """Write SUBS/<student>/99-fixture/99-fixture.ipynb: the release as a learner would fill it."""
     nb = nbformat.from_dict(json.loads(json.dumps(release_nb)))
-    for grade_id, source in {"softmax": softmax, "causal_mask": causal_mask, **(edits or {})}.items():
+    for grade_id, source in {
+        "softmax": softmax,
+        "causal_mask": causal_mask,
+        **(edits or {}),
+    }.items():
         if source is not None:
             cell(nb, grade_id).source = source
     for grade_id, p in (points or {}).items():
@@ -136,10 +162,12 @@ def test_strip_hidden_region_removes_markers_and_body():
 
 
 def test_find_hidden_leaks_sees_through_syntax_highlighting():
-    page = ('<style>.x{}</style><div class="highlight"><span class="n">check_softmax</span>'
-            '<span class="p">(</span><span class="n">softmax</span><span class="p">,</span> '
-            '<span class="n">hidden</span><span class="o">=</span><span class="kc">True</span>'
-            '<span class="p">)</span></div>')
+    page = (
+        '<style>.x{}</style><div class="highlight"><span class="n">check_softmax</span>'
+        '<span class="p">(</span><span class="n">softmax</span><span class="p">,</span> '
+        '<span class="n">hidden</span><span class="o">=</span><span class="kc">True</span>'
+        '<span class="p">)</span></div>'
+    )
     assert html_text(page) == "check_softmax(softmax, hidden=True)"
     assert find_hidden_leaks(page, HIDDEN_CALLS) == [HIDDEN_CALLS[0]]
     assert find_hidden_leaks("<p>### BEGIN HIDDEN TESTS</p>", []) == ["BEGIN HIDDEN TESTS"]
@@ -149,19 +177,27 @@ def test_find_hidden_leaks_sees_through_syntax_highlighting():
 def test_strip_hidden_tests_preprocessor_drops_region_and_traceback():
     nb = nbformat.v4.new_notebook()
     code = nbformat.v4.new_code_cell(
-        "check(f)\n### BEGIN HIDDEN TESTS\ncheck(f, hidden=True)\n### END HIDDEN TESTS")
-    code.outputs = [nbformat.v4.new_output(
-        "error", ename="AssertionError", evalue="rows do not sum to 1",
-        traceback=["----> 3 check(f, hidden=True)", "AssertionError: rows do not sum to 1"])]
+        "check(f)\n### BEGIN HIDDEN TESTS\ncheck(f, hidden=True)\n### END HIDDEN TESTS"
+    )
+    code.outputs = [
+        nbformat.v4.new_output(
+            "error",
+            ename="AssertionError",
+            evalue="rows do not sum to 1",
+            traceback=["----> 3 check(f, hidden=True)", "AssertionError: rows do not sum to 1"],
+        )
+    ]
     plain = nbformat.v4.new_code_cell("x = 1")
-    plain.outputs = [nbformat.v4.new_output("error", ename="NameError", evalue="y",
-                                            traceback=["----> 1 y"])]
+    plain.outputs = [
+        nbformat.v4.new_output("error", ename="NameError", evalue="y", traceback=["----> 1 y"])
+    ]
     nb.cells = [code, plain]
     out, _ = StripHiddenTests()(nb, {})
     assert out.cells[0].source == "check(f)"
     tb = "\n".join(out.cells[0].outputs[0].traceback)
     assert "hidden=True" not in tb and "rows do not sum to 1" in tb
-    assert out.cells[1].outputs[0].traceback == ["----> 1 y"]  # cells without hidden tests keep theirs
+    # cells without hidden tests keep theirs
+    assert out.cells[1].outputs[0].traceback == ["----> 1 y"]
 
 
 def test_stderr_is_not_failure_only_touches_check_cells():
@@ -184,8 +220,9 @@ def test_normalize_notebook_is_deterministic_and_drops_volatile_metadata():
     out = json.loads(text)
     assert "version" not in out["metadata"]["language_info"]
     assert "widgets" not in out["metadata"]
-    assert all("execution" not in c["metadata"] and "collapsed" not in c["metadata"]
-               for c in out["cells"])
+    assert all(
+        "execution" not in c["metadata"] and "collapsed" not in c["metadata"] for c in out["cells"]
+    )
     assert out["cells"][1]["metadata"]["nbgrader"]["grade_id"] == "setup"
     # cells without ids get ids from their position, not random ones
     del nb.cells[0]["id"]
@@ -193,24 +230,36 @@ def test_normalize_notebook_is_deterministic_and_drops_volatile_metadata():
     assert json.loads(normalize_notebook(nb))["cells"][0]["id"] == "cell-000"
 
 
-@pytest.mark.parametrize("code, flagged", [
-    ("torch.allclose = lambda *a, **k: True", True),
-    ("    torch.Tensor.sum = my_sum", True),
-    ("import course_lib.grading as g\ng.check_softmax = print", True),
-    ("import sys\nsys.modules['course_lib.grading'] = fake", True),
-    ("import builtins\nbuiltins.print = quiet", True),
-    ("setattr(torch, 'equal', lambda *a: True)", True),
-    ("import os\nos.environ['COURSE_GRADING_SEED'] = '1'", True),
-    ("def softmax(x: torch.Tensor = None, dim: int = -1):\n    return torch.softmax(x, dim)", False),
-    ("mask = torch.ones(T, T, dtype=torch.bool).tril()\nok = torch.float32 == x.dtype", False),
-    ("from course_lib.functional import softmax as ref_softmax", False),  # fine outside a solution
-    ("torch.manual_seed = None  # as released", False),  # an untouched released cell
-])
+@pytest.mark.parametrize(
+    "code, flagged",
+    [
+        ("torch.allclose = lambda *a, **k: True", True),
+        ("    torch.Tensor.sum = my_sum", True),
+        ("import course_lib.grading as g\ng.check_softmax = print", True),
+        ("import sys\nsys.modules['course_lib.grading'] = fake", True),
+        ("import builtins\nbuiltins.print = quiet", True),
+        ("setattr(torch, 'equal', lambda *a: True)", True),
+        ("import os\nos.environ['COURSE_GRADING_SEED'] = '1'", True),
+        (
+            "def softmax(x: torch.Tensor = None, dim: int = -1):\n    return torch.softmax(x, dim)",
+            False,
+        ),
+        ("mask = torch.ones(T, T, dtype=torch.bool).tril()\nok = torch.float32 == x.dtype", False),
+        # fine outside a solution
+        ("from course_lib.functional import softmax as ref_softmax", False),
+        ("torch.manual_seed = None  # as released", False),  # an untouched released cell
+    ],
+)
 def test_code_reaching_into_the_grader_is_flagged_without_false_alarms(code, flagged):
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(code)]
-    info = NotebookInfo(A, grade_cells=[], released={}, hidden_lines=[],
-                                   released_sources=frozenset({"torch.manual_seed = None  # as released"}))
+    info = NotebookInfo(
+        A,
+        grade_cells=[],
+        released={},
+        hidden_lines=[],
+        released_sources=frozenset({"torch.manual_seed = None  # as released"}),
+    )
     assert bool(suspicious(nb, info)) is flagged
 
 
@@ -219,17 +268,20 @@ def test_a_solution_delegating_to_the_answer_key_is_flagged():
     info = NotebookInfo(A, grade_cells=[], released={}, hidden_lines=[])
     solution = nbformat.v4.new_code_cell(
         "def softmax(x, dim=-1):\n    from course_lib.functional import softmax as s\n"
-        "    return s(x, dim)", metadata={"nbgrader": {"solution": True, "grade_id": "softmax"}})
+        "    return s(x, dim)",
+        metadata={"nbgrader": {"solution": True, "grade_id": "softmax"}},
+    )
     nb.cells = [solution]
-    assert suspicious(nb, info) == [
-        "cell softmax uses course_lib (the answer key) in a solution"]
+    assert suspicious(nb, info) == ["cell softmax uses course_lib (the answer key) in a solution"]
 
 
 def test_check_calls_map_a_check_cell_to_its_verdicts():
-    src = ("from course_lib.grading import check_softmax\ncheck_softmax(softmax)\n"
-           "# check_causal_mask(mask) is mentioned in a comment only\n"
-           "### BEGIN HIDDEN TESTS\ncheck_softmax(softmax, hidden=True)\n### END HIDDEN TESTS\n"
-           "check_nope(f)")
+    src = (
+        "from course_lib.grading import check_softmax\ncheck_softmax(softmax)\n"
+        "# check_causal_mask(mask) is mentioned in a comment only\n"
+        "### BEGIN HIDDEN TESTS\ncheck_softmax(softmax, hidden=True)\n### END HIDDEN TESTS\n"
+        "check_nope(f)"
+    )
     assert check_calls(src, {"softmax", "causal_mask"}) == [("softmax", False), ("softmax", True)]
     assert check_calls("check_softmax(f, hidden=True)", {"softmax"}) == [("softmax", True)]
     assert check_calls("print('no check')", {"softmax"}) == []
@@ -241,16 +293,22 @@ def test_clean_metadata_keeps_each_grade_id_once_and_drops_the_unknown():
         return nbformat.v4.new_code_cell("pass", metadata={"nbgrader": nbg})
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [code("check_softmax", grade=True, points=2), code("check_softmax", grade=True),
-                code("bonus", grade=True, points=9), code(None, grade=True), code(None),
-                nbformat.v4.new_code_cell("x = 1")]
-    info = NotebookInfo(A, grade_cells=[], released={"check_softmax": None},
-                                   hidden_lines=[])
+    nb.cells = [
+        code("check_softmax", grade=True, points=2),
+        code("check_softmax", grade=True),
+        code("bonus", grade=True, points=9),
+        code(None, grade=True),
+        code(None),
+        nbformat.v4.new_code_cell("x = 1"),
+    ]
+    info = NotebookInfo(A, grade_cells=[], released={"check_softmax": None}, hidden_lines=[])
     notes = clean_metadata(nb, info)
     assert [("nbgrader" in c.metadata) for c in nb.cells] == [True] + [False] * 5
-    assert notes == ["cell 2 is a copy of cell check_softmax (graded once, the copy runs as "
-                     "plain code)", "cell 3 had an unknown grade id 'bonus' (dropped)",
-                     "cell 4 had nbgrader metadata without a grade id (dropped)"]
+    assert notes == [
+        "cell 2 is a copy of cell check_softmax (graded once, the copy runs as plain code)",
+        "cell 3 had an unknown grade id 'bonus' (dropped)",
+        "cell 4 had nbgrader metadata without a grade id (dropped)",
+    ]
 
 
 def test_write_grades_csv_merges_with_earlier_runs(tmp_path):
@@ -315,8 +373,15 @@ def test_plain_nbgrader_commands_work_from_the_course_root(tmp_path):
     root = make_course(tmp_path / "course")
     nbgrader = Path(sys.executable).parent / "nbgrader"
     env = {**os.environ, "PATH": f"{nbgrader.parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run([str(nbgrader), "generate_assignment", A], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [str(nbgrader), "generate_assignment", A],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     released = nbformat.read(root / "notebooks" / A / f"{A}.ipynb", as_version=4)
     assert "raise NotImplementedError()" in cell(released, "softmax").source
@@ -380,9 +445,19 @@ def test_validate_catches_a_wrong_solution_and_a_free_check(tmp_path, capsys):
     src = root / "solutions" / A / f"{A}.ipynb"
     nb = nbformat.read(src, as_version=4)
     cell(nb, "causal_mask").source = TRANSPOSED_MASK  # the "solution" is wrong
-    free = nbformat.v4.new_code_cell("print('nothing checked')", metadata={"nbgrader": {
-        "schema_version": 3, "solution": False, "grade": True, "locked": True, "points": 1,
-        "grade_id": "check_nothing"}})
+    free = nbformat.v4.new_code_cell(
+        "print('nothing checked')",
+        metadata={
+            "nbgrader": {
+                "schema_version": 3,
+                "solution": False,
+                "grade": True,
+                "locked": True,
+                "points": 1,
+                "grade_id": "check_nothing",
+            }
+        },
+    )
     nb.cells.append(free)  # a check that passes on the blank release
     nbformat.write(nb, src)
     assert autograde.main(["validate", A, "--root", str(root), "--timeout", str(TIMEOUT)]) == 1
@@ -399,8 +474,11 @@ def test_grading_the_course_submitted_folder_in_place(tmp_path):
     release(root)
     released = nbformat.read(root / "notebooks" / A / f"{A}.ipynb", as_version=4)
     folder = submit(released, root / "submitted", "ann")
-    handed_in = {"timestamp.txt": "2026-11-29 10:00:00.000000 UTC", "submission_secret.txt": "s3",
-                 "notes.txt": "my notes"}
+    handed_in = {
+        "timestamp.txt": "2026-11-29 10:00:00.000000 UTC",
+        "submission_secret.txt": "s3",
+        "notes.txt": "my notes",
+    }
     for name, text in handed_in.items():
         (folder / name).write_text(text)
     (row,) = grade(root / "submitted", root, root=root, timeout=TIMEOUT, progress=False)
@@ -444,9 +522,19 @@ def batch(tmp_path_factory):
     copy = submit(released, subs, "copypaste")  # an honest notebook with a copy-pasted check
     nb = nbformat.read(copy / f"{A}.ipynb", as_version=4)
     check = cell(nb, "check_softmax")
-    bonus = nbformat.v4.new_code_cell("print('bonus')", metadata={"nbgrader": {
-        "grade": True, "grade_id": "bonus", "points": 10, "locked": True, "solution": False,
-        "schema_version": 3}})
+    bonus = nbformat.v4.new_code_cell(
+        "print('bonus')",
+        metadata={
+            "nbgrader": {
+                "grade": True,
+                "grade_id": "bonus",
+                "points": 10,
+                "locked": True,
+                "solution": False,
+                "schema_version": 3,
+            }
+        },
+    )
     nb.cells.insert(nb.cells.index(check) + 1, nbformat.from_dict(json.loads(json.dumps(check))))
     nb.cells += [bonus, nbformat.v4.new_code_cell("x = 1", metadata={"nbgrader": {}})]
     for c in nb.cells:
@@ -479,19 +567,28 @@ def batch(tmp_path_factory):
     second = {"rows": {r.student: r for r in rows2}, "csv": read_csv(out / "grades.csv")}
     time.sleep(2)  # give killed kernels' children a moment to notice
     leftover = grading_processes() - before
-    return {"root": root, "out": out, "first": first, "second": second, "first_db": first_db,
-            "released": released, "leftover": leftover}
+    return {
+        "root": root,
+        "out": out,
+        "first": first,
+        "second": second,
+        "first_db": first_db,
+        "released": released,
+        "leftover": leftover,
+    }
 
 
 def grading_processes() -> set[str]:
     """Kernels started with our config's kernel argument, and orphaned grader referees."""
-    ps = subprocess.run(["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True,
-                        check=True).stdout
+    ps = subprocess.run(
+        ["ps", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=True
+    ).stdout
     found = set()
     for line in ps.splitlines():
         pid, ppid, args = line.split(None, 2)
         if ("ipykernel_launcher" in args and "--IPKernelApp.log_level=ERROR" in args) or (
-                "course_lib.grading._referee" in args and ppid == "1"):
+            "course_lib.grading._referee" in args and ppid == "1"
+        ):
             found.add(f"{pid} {args}")
     return found
 
@@ -505,8 +602,16 @@ def scores(batch, student, which="first"):
 def test_grades_csv_layout(batch):
     with (batch["out"] / "grades.csv").open(newline="") as f:
         header = next(csv.reader(f))
-    assert header == ["student", "assignment", "check_softmax", "check_causal_mask", "total",
-                      "max", "status", "reason"]
+    assert header == [
+        "student",
+        "assignment",
+        "check_softmax",
+        "check_causal_mask",
+        "total",
+        "max",
+        "status",
+        "reason",
+    ]
 
 
 @pytest.mark.slow
@@ -573,15 +678,20 @@ def test_files_next_to_the_notebook_cannot_shadow_the_graders(batch):
     root = batch["root"]
     assert not (root / "autograded" / "shadow" / A / "course_lib").exists()
     # ... yet the record of what was handed in is complete
-    assert (root / "submitted" / "shadow" / A / "course_lib" / "grading.py").read_text() == FAKE_GRADING
+    assert (
+        root / "submitted" / "shadow" / A / "course_lib" / "grading.py"
+    ).read_text() == FAKE_GRADING
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("student, words", [
-    ("corrupt", "not a readable notebook"),
-    ("renamed", "missing 99-fixture.ipynb (found Untitled.ipynb: rename it?)"),
-    ("linker", "99-fixture.ipynb is a symbolic link: refused"),
-])
+@pytest.mark.parametrize(
+    "student, words",
+    [
+        ("corrupt", "not a readable notebook"),
+        ("renamed", "missing 99-fixture.ipynb (found Untitled.ipynb: rename it?)"),
+        ("linker", "99-fixture.ipynb is a symbolic link: refused"),
+    ],
+)
 def test_ungradable_submission_gets_zero_and_a_reason(batch, student, words):
     assert scores(batch, student) == ("0", "0", "0", "5", "failed")
     assert words in batch["first"]["csv"][student]["reason"]
@@ -591,12 +701,16 @@ def test_ungradable_submission_gets_zero_and_a_reason(batch, student, words):
 
 @pytest.mark.slow
 @pytest.mark.slow
-@pytest.mark.parametrize("student, expected, words", [
-    ("dies", ("2", "0", "2", "5", "graded"), "check_causal_mask): the kernel died"),
-    ("stubborn", ("0", "3", "3", "5", "graded"), "check_softmax): a cell ran past the"),
-])
-def test_a_cell_that_kills_the_kernel_is_skipped_and_the_rest_graded(batch, student, expected,
-                                                                      words):
+@pytest.mark.parametrize(
+    "student, expected, words",
+    [
+        ("dies", ("2", "0", "2", "5", "graded"), "check_causal_mask): the kernel died"),
+        ("stubborn", ("0", "3", "3", "5", "graded"), "check_softmax): a cell ran past the"),
+    ],
+)
+def test_a_cell_that_kills_the_kernel_is_skipped_and_the_rest_graded(
+    batch, student, expected, words
+):
     assert scores(batch, student) == expected
     reason = batch["first"]["csv"][student]["reason"]
     assert words in reason and "graded again without that cell" in reason
@@ -651,8 +765,12 @@ def test_feedback_html_hides_hidden_tests(batch):
         assert not any(call in text for call in HIDDEN_CALLS), student
         assert "check_softmax(softmax)" in text  # the visible check is shown
         raw = nbformat.read(batch["root"] / "autograded" / student / A / f"{A}.ipynb", 4)
-        leaky += [student for c in raw.cells for o in c.get("outputs", [])
-                  if o.output_type == "error" and "hidden=True" in _plain("\n".join(o.traceback))]
+        leaky += [
+            student
+            for c in raw.cells
+            for o in c.get("outputs", [])
+            if o.output_type == "error" and "hidden=True" in _plain("\n".join(o.traceback))
+        ]
     # the tracebacks nbgrader stores quote the hidden lines, so the stripping was needed
     assert "onebug" in leaky
     onebug = html_text((batch["out"] / "feedback" / "onebug" / A / f"{A}.html").read_text())

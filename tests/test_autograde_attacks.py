@@ -25,21 +25,29 @@ WRONG = "def softmax(x, dim=-1):\n    return x.exp()  # unnormalised"
 SIGNATURE = "victim-signature-8841"  # in the victim's code: no other feedback may show it
 
 # 1. replace the check functions through an import the flagging regexes do not see
-PATCH_CHECKS = ('import importlib\ng = importlib.import_module("course" + "_lib.grading")\n'
-                'g.check_softmax = lambda *a, **k: print("✓ softmax: all 9 checks passed")\n'
-                + WRONG)
+PATCH_CHECKS = (
+    'import importlib\ng = importlib.import_module("course" + "_lib.grading")\n'
+    'g.check_softmax = lambda *a, **k: print("✓ softmax: all 9 checks passed")\n' + WRONG
+)
 # 2. make the client's run_check say "passed"
-PATCH_RUN_CHECK = ('import importlib\nc = importlib.import_module("course" + "_lib.grading._client")\n'
-                   'c.run_check = lambda name, fn, hidden: {"passed": True, "checks": 9}\n' + WRONG)
+PATCH_RUN_CHECK = (
+    'import importlib\nc = importlib.import_module("course" + "_lib.grading._client")\n'
+    'c.run_check = lambda name, fn, hidden: {"passed": True, "checks": 9}\n' + WRONG
+)
 # 3. an input transformer that turns every check cell into `pass`
-TRANSFORMER = ('def _skip(lines):\n    return ["pass\\n"] if any("check" + "_" in l for l in lines) '
-               'else lines\nget_ipython().input_transformers_cleanup.append(_skip)\n')
+TRANSFORMER = (
+    'def _skip(lines):\n    return ["pass\\n"] if any("check" + "_" in l for l in lines) '
+    "else lines\nget_ipython().input_transformers_cleanup.append(_skip)\n"
+)
 SKIP_CHECKS = TRANSFORMER + WRONG
 # 4. the same, only when a grading seed is in the environment (the learner's own runs look fine)
-SKIP_WHEN_GRADED = ('import os\nif any(k.endswith("GRADING" + "_SEED") for k in os.environ):\n'
-                    + "".join("    " + line + "\n" for line in TRANSFORMER.splitlines()) + WRONG)
+SKIP_WHEN_GRADED = (
+    'import os\nif any(k.endswith("GRADING" + "_SEED") for k in os.environ):\n'
+    + "".join("    " + line + "\n" for line in TRANSFORMER.splitlines())
+    + WRONG
+)
 # 5. vandalise the grader on disk and delete the classmates' staged notebooks
-VANDAL = f'''import glob, importlib.util, pathlib
+VANDAL = f"""import glob, importlib.util, pathlib
 referee = pathlib.Path(importlib.util.find_spec("course" + "_lib.grading._referee").origin)
 for target, action in [(referee, "rewrite"), *[(pathlib.Path(p), "delete") for p in
         glob.glob("/tmp/**/*.ipynb", recursive=True) + glob.glob("/work/**/*.ipynb", recursive=True)
@@ -53,19 +61,23 @@ for target, action in [(referee, "rewrite"), *[(pathlib.Path(p), "delete") for p
         print("vandalised", target)
     except OSError as exc:
         print("refused", target, type(exc).__name__)
-{WRONG}'''
+{WRONG}"""
 # 6. a daemon that outlives the kernel and rewrites grades.csv after `course grade` returns
-DAEMON = '''import subprocess, sys
+DAEMON = (
+    '''import subprocess, sys
 subprocess.Popen([sys.executable, "-c", """
 import time, pathlib
 time.sleep(4)
 for p in ["OUT/grades.csv"]:
     pathlib.Path(p).write_text("student,total\\\\ndaemon,5\\\\n")
 """], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-''' + WRONG
+'''
+    + WRONG
+)
 # The seed, looked for everywhere a kernel could reach: environment, files up from the
 # working folder, the referee's /proc entries; and the classmates' notebooks.
-SNOOP = '''import glob, os, pathlib
+SNOOP = (
+    """import glob, os, pathlib
 found = [f"{k}={v}" for k, v in os.environ.items() if "SEED" in k or "REFEREE" in k]
 here = pathlib.Path.cwd()
 for folder in [here, *here.parents]:
@@ -80,14 +92,18 @@ for p in glob.glob("/tmp/**/*.ipynb", recursive=True) + glob.glob("/work/**/vict
                                                                      recursive=True):
     found.append(pathlib.Path(p).read_text(errors="replace"))
 print("\\n".join(found))
-''' + GOOD_SOFTMAX
+"""
+    + GOOD_SOFTMAX
+)
 
 
 @pytest.fixture(scope="module")
 def attacked(tmp_path_factory):
     if sandbox_problem():
-        pytest.fail(f"the grading sandbox does not work here: {sandbox_problem()}; "
-                    "install bubblewrap (`apt-get install bubblewrap`, done by `make test` as root)")
+        pytest.fail(
+            f"the grading sandbox does not work here: {sandbox_problem()}; "
+            "install bubblewrap (`apt-get install bubblewrap`, done by `make test` as root)"
+        )
     tmp = tmp_path_factory.mktemp("attacks")
     root = make_course(tmp / "course")
     release(root)
@@ -100,8 +116,9 @@ def attacked(tmp_path_factory):
     submit(released, subs, "skip_when_graded", softmax=SKIP_WHEN_GRADED)
     submit(released, subs, "snoop", softmax=SNOOP)
     submit(released, subs, "vandal", softmax=VANDAL)
-    submit(released, subs, "victim", softmax=GOOD_SOFTMAX + f"\n# {SIGNATURE}",
-           causal_mask=GOOD_MASK)
+    submit(
+        released, subs, "victim", softmax=GOOD_SOFTMAX + f"\n# {SIGNATURE}", causal_mask=GOOD_MASK
+    )
     submit(released, subs, "vzblank", softmax=None, causal_mask=None)  # after the vandal
     submit(released, subs, "daemon", softmax=DAEMON.replace("OUT", str(out)))
     mp = pytest.MonkeyPatch()
@@ -112,9 +129,14 @@ def attacked(tmp_path_factory):
         mp.undo()
     csv_after_grade = (out / "grades.csv").read_bytes()
     time.sleep(6)  # the daemon, had it survived, would have written by now
-    return {"root": root, "out": out, "rows": {r.student: r for r in rows},
-            "csv": read_csv(out / "grades.csv"), "csv_bytes": csv_after_grade,
-            "subs": subs}
+    return {
+        "root": root,
+        "out": out,
+        "rows": {r.student: r for r in rows},
+        "csv": read_csv(out / "grades.csv"),
+        "csv_bytes": csv_after_grade,
+        "subs": subs,
+    }
 
 
 def _scores(attacked, student):
@@ -129,12 +151,15 @@ def test_honest_and_blank_are_graded_as_before(attacked):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("student, mask", [
-    ("patch_checks", "3"),  # only check_softmax was replaced
-    ("patch_run_check", "0"),  # no check reached the referee: nothing is earned
-    ("skip_checks", "0"),  # every check cell became `pass`
-    ("skip_when_graded", "3"),  # no seed in the kernel's environment: the checks ran for real
-])
+@pytest.mark.parametrize(
+    "student, mask",
+    [
+        ("patch_checks", "3"),  # only check_softmax was replaced
+        ("patch_run_check", "0"),  # no check reached the referee: nothing is earned
+        ("skip_checks", "0"),  # every check cell became `pass`
+        ("skip_when_graded", "3"),  # no seed in the kernel's environment: the checks ran for real
+    ],
+)
 def test_faked_checks_earn_nothing(attacked, student, mask):
     # attacks 1-4: the kernel says "passed" (or never runs the check); the referee's record
     # has no passing verdict for softmax, so check_softmax scores 0 (the softmax is wrong).
@@ -184,8 +209,9 @@ def test_the_fixture_attacks_are_real_without_the_referee(tmp_path, monkeypatch)
     shell = InteractiveShell.instance()
     try:
         shell.run_cell(TRANSFORMER)
-        result = shell.run_cell("from course_lib.grading import check_softmax\n"
-                                "check_softmax(lambda x, dim=-1: x)")
+        result = shell.run_cell(
+            "from course_lib.grading import check_softmax\ncheck_softmax(lambda x, dim=-1: x)"
+        )
         assert result.success  # the failing check became `pass`
     finally:
         shell.input_transformers_cleanup.clear()
@@ -208,7 +234,9 @@ def test_a_failing_canary_publishes_nothing(tmp_path):
     root = make_course(tmp_path / "course")
     src = root / "solutions" / A / f"{A}.ipynb"
     nb = nbformat.read(src, as_version=4)
-    mask = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "causal_mask")
+    mask = next(
+        c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "causal_mask"
+    )
     mask.source = "def causal_mask(T):\n    return torch.ones(T, T, dtype=torch.bool).triu()"
     nbformat.write(nb, src)
     release(root)
@@ -217,8 +245,21 @@ def test_a_failing_canary_publishes_nothing(tmp_path):
     out = tmp_path / "out"
     from course_lib.autograde import main
 
-    assert main(["grade", str(tmp_path / "subs"), "--out", str(out), "--root", str(root),
-                 "--timeout", str(TIMEOUT)]) == 2
+    assert (
+        main(
+            [
+                "grade",
+                str(tmp_path / "subs"),
+                "--out",
+                str(out),
+                "--root",
+                str(root),
+                "--timeout",
+                str(TIMEOUT),
+            ]
+        )
+        == 2
+    )
     assert not (out / "grades.csv").exists() and not (out / "feedback").exists()
     assert not (out / ".canary.json").exists()
 
@@ -227,8 +268,10 @@ def test_the_notebook_time_limit_skips_the_cells_after_it(tmp_path):
     from course_lib.autograde import _sandbox, kernels
 
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell("import time\ntime.sleep(1.5)"),
-                nbformat.v4.new_code_cell("print('late')")]
+    nb.cells = [
+        nbformat.v4.new_code_cell("import time\ntime.sleep(1.5)"),
+        nbformat.v4.new_code_cell("print('late')"),
+    ]
     with _sandbox.Jail(tmp_path, "5", unsafe=bool(sandbox_problem()), notebook_timeout=1.0):
         executor = kernels.JailedExecute(timeout=60)
         out, _ = executor.preprocess(nb, {"metadata": {"path": str(tmp_path)}})
@@ -242,7 +285,8 @@ def test_grade_refuses_without_a_sandbox_unless_unsafe(tmp_path, monkeypatch, ca
 
     from course_lib.autograde import _sandbox, main
 
-    grade_module = sys.modules["course_lib.autograde.grade"]  # (the package's `grade` is the function)
+    # the module itself: the package's `grade` is the function
+    grade_module = sys.modules["course_lib.autograde.grade"]
 
     root = make_course(tmp_path / "course")
     (tmp_path / "subs" / "ann" / A).mkdir(parents=True)
@@ -259,12 +303,14 @@ def test_a_kernel_hits_its_memory_and_process_limits(tmp_path):
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [
-        nbformat.v4.new_code_cell("try:\n    b = bytearray(32 << 30)\nexcept MemoryError:\n"
-                                  "    print('memory refused')"),
+        nbformat.v4.new_code_cell(
+            "try:\n    b = bytearray(32 << 30)\nexcept MemoryError:\n    print('memory refused')"
+        ),
         nbformat.v4.new_code_cell(
             "import threading, time\nn = 0\ntry:\n    for _ in range(5000):\n"
             "        threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
-            "        n += 1\nexcept RuntimeError:\n    print('tasks refused after', n)"),
+            "        n += 1\nexcept RuntimeError:\n    print('tasks refused after', n)"
+        ),
     ]
     with _sandbox.Jail(tmp_path, "5", unsafe=bool(sandbox_problem())) as jail:
         executor = kernels.JailedExecute(timeout=120)

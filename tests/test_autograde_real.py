@@ -24,8 +24,10 @@ def test_committed_release_is_up_to_date():
     if not ASSIGNMENTS:
         pytest.skip("no assignment in solutions/ yet")
     stale = stale_release(REPO)
-    assert stale == [], ("notebooks/ is out of date with solutions/: run `course release` and "
-                         f"commit the result. Stale: {stale}")
+    assert stale == [], (
+        "notebooks/ is out of date with solutions/: run `course release` and "
+        f"commit the result. Stale: {stale}"
+    )
 
 
 # Validating all ten assignments grades twenty notebooks in the sandbox (about 25 minutes on 2
@@ -39,8 +41,12 @@ VALIDATE_ALL = os.environ.get("COURSE_VALIDATE_ALL") == "1"
 def _validated(assignment: str):
     if VALIDATE_ALL or assignment in CI_VALIDATED:
         return assignment
-    return pytest.param(assignment, marks=pytest.mark.skip(
-        reason="validated by `make validate` or COURSE_VALIDATE_ALL=1 (CI's time budget)"))
+    return pytest.param(
+        assignment,
+        marks=pytest.mark.skip(
+            reason="validated by `make validate` or COURSE_VALIDATE_ALL=1 (CI's time budget)"
+        ),
+    )
 
 
 @pytest.mark.slow

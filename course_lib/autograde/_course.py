@@ -43,15 +43,19 @@ def course_root(root: str | os.PathLike | None = None) -> Path:
     if root is not None:
         path = Path(root).resolve()
         if not (path / "nbgrader_config.py").is_file():
-            raise ValueError(f"{path} has no nbgrader_config.py: pass the course repository's "
-                             "root folder (the one with solutions/ and nbgrader_config.py)")
+            raise ValueError(
+                f"{path} has no nbgrader_config.py: pass the course repository's "
+                "root folder (the one with solutions/ and nbgrader_config.py)"
+            )
         return path
     here = Path.cwd().resolve()
     for folder in (here, *here.parents, Path(__file__).resolve().parents[2]):
         if (folder / "nbgrader_config.py").is_file() and (folder / "solutions").is_dir():
             return folder
-    raise ValueError("no course found: run this from the course repository (the folder with "
-                     "nbgrader_config.py and solutions/) or pass --root")
+    raise ValueError(
+        "no course found: run this from the course repository (the folder with "
+        "nbgrader_config.py and solutions/) or pass --root"
+    )
 
 
 def list_assignments(root: str | os.PathLike | None = None) -> list[str]:
@@ -59,8 +63,11 @@ def list_assignments(root: str | os.PathLike | None = None) -> list[str]:
     solutions = course_root(root) / "solutions"
     if not solutions.is_dir():
         return []
-    return sorted(d.name for d in solutions.iterdir()
-                  if d.is_dir() and not d.name.startswith((".", "_")) and any(d.glob("*.ipynb")))
+    return sorted(
+        d.name
+        for d in solutions.iterdir()
+        if d.is_dir() and not d.name.startswith((".", "_")) and any(d.glob("*.ipynb"))
+    )
 
 
 def grading_seed(root: str | os.PathLike | None = None) -> str:
@@ -123,7 +130,9 @@ def speed_up_new_gradebooks() -> None:
             from alembic.script import ScriptDirectory
 
             cfg = Config()
-            cfg.set_main_option("script_location", str(Path(nbgrader.api.__file__).parent / "alembic"))
+            cfg.set_main_option(
+                "script_location", str(Path(nbgrader.api.__file__).parent / "alembic")
+            )
             return ScriptDirectory.from_config(cfg).get_current_head()
         except Exception:  # noqa: BLE001 -- an unknown nbgrader/alembic layout: nbgrader's way
             return original()

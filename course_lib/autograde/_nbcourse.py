@@ -50,23 +50,43 @@ from course_lib.autograde.feedback import (
 class Grading:
     """How ``course grade``/``validate`` run kernels: a fresh ``Jail`` per submission."""
 
-    def __init__(self, base: Path, seed: str, *, unsafe: bool,
-                 memory: int = DEFAULT_MEMORY, notebook_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        base: Path,
+        seed: str,
+        *,
+        unsafe: bool,
+        memory: int = DEFAULT_MEMORY,
+        notebook_timeout: float | None = None,
+    ) -> None:
         self.base, self.seed, self.unsafe, self.memory = base, seed, unsafe, memory
         self.notebook_timeout = notebook_timeout
 
     def jail(self, skip: frozenset[int] = frozenset()) -> Jail:
-        return Jail(self.base, self.seed, unsafe=self.unsafe, memory=self.memory, skip=skip,
-                    notebook_timeout=self.notebook_timeout)
+        return Jail(
+            self.base,
+            self.seed,
+            unsafe=self.unsafe,
+            memory=self.memory,
+            skip=skip,
+            notebook_timeout=self.notebook_timeout,
+        )
 
 
 class Course:
     """An nbgrader course folder with the course's config, plus per-call overrides."""
 
-    def __init__(self, root: Path, *, config_root: Path | None = None,
-                 release_dir: Path | None = None, db_path: Path | None = None,
-                 exchange_dir: Path | None = None, timeout: float | None = None,
-                 grading: Grading | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        config_root: Path | None = None,
+        release_dir: Path | None = None,
+        db_path: Path | None = None,
+        exchange_dir: Path | None = None,
+        timeout: float | None = None,
+        grading: Grading | None = None,
+    ) -> None:
         from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
         from nbgrader.apps import NbGraderAPI
         from nbgrader.coursedir import CourseDirectory
@@ -92,8 +112,11 @@ class Course:
             if timeout <= 0:
                 raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
             over.Execute.timeout = math.ceil(timeout)
-        over.GenerateFeedback.preprocessors = [GetGrades, StripHiddenTests,
-                                               CSSHTMLHeaderPreprocessor]
+        over.GenerateFeedback.preprocessors = [
+            GetGrades,
+            StripHiddenTests,
+            CSSHTMLHeaderPreprocessor,
+        ]
         over.Autograde.autograde_preprocessors = autograde_preprocessors(jailed=grading is not None)
         self.grading = grading
         cfg.merge(over)
@@ -120,8 +143,10 @@ class Course:
             gb.update_or_create_assignment(assignment)
         result = self.api.generate_assignment(assignment, force=True, create=True)
         if not result["success"]:
-            raise PipelineError(f"nbgrader could not generate the release of {assignment}: "
-                                f"{failure_reason(result, self.timeout)}\n{result.get('log', '')}")
+            raise PipelineError(
+                f"nbgrader could not generate the release of {assignment}: "
+                f"{failure_reason(result, self.timeout)}\n{result.get('log', '')}"
+            )
         release = self.path(self.coursedir.release_directory, ".", assignment)
         source = self.path(self.coursedir.source_directory, ".", assignment)
         notebooks = []
@@ -130,13 +155,21 @@ class Course:
             text = path.read_text(encoding="utf-8")
             for marker in (HIDDEN_BEGIN, SOLUTION_BEGIN):
                 if marker in text:
-                    raise PipelineError(f"{source / path.name}: '### {marker}' survives in the "
-                                        "release: put it only in solution or check cells")
+                    raise PipelineError(
+                        f"{source / path.name}: '### {marker}' survives in the "
+                        "release: put it only in solution or check cells"
+                    )
             src = nbformat.read(source / path.name, as_version=4)
-            released = {c.metadata.nbgrader["grade_id"]: c for c in nb.cells
-                        if "grade_id" in c.metadata.get("nbgrader", {})}
-            grade_cells = [(c.metadata.nbgrader["grade_id"], float(c.metadata.nbgrader["points"]))
-                           for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")]
+            released = {
+                c.metadata.nbgrader["grade_id"]: c
+                for c in nb.cells
+                if "grade_id" in c.metadata.get("nbgrader", {})
+            }
+            grade_cells = [
+                (c.metadata.nbgrader["grade_id"], float(c.metadata.nbgrader["points"]))
+                for c in nb.cells
+                if c.metadata.get("nbgrader", {}).get("grade")
+            ]
             visible = {line.strip() for c in nb.cells for line in c.source.split("\n")}
             hidden = []
             for cell in src.cells:
@@ -150,11 +183,21 @@ class Course:
             from course_lib.grading._catalogue import EXERCISES
 
             graded = set(EXERCISES) | {"trained_model"}  # + 06's capstone, recorded as such
-            checks = {c.metadata.nbgrader["grade_id"]: check_calls(c.source, graded)
-                      for c in src.cells if c.metadata.get("nbgrader", {}).get("grade")
-                      and "grade_id" in c.metadata.nbgrader}
-            notebooks.append(NotebookInfo(path.stem, grade_cells, released, hidden, sources,
-                                           {k: v for k, v in checks.items() if v}))
+            checks = {
+                c.metadata.nbgrader["grade_id"]: check_calls(c.source, graded)
+                for c in src.cells
+                if c.metadata.get("nbgrader", {}).get("grade") and "grade_id" in c.metadata.nbgrader
+            }
+            notebooks.append(
+                NotebookInfo(
+                    path.stem,
+                    grade_cells,
+                    released,
+                    hidden,
+                    sources,
+                    {k: v for k, v in checks.items() if v},
+                )
+            )
         if not notebooks:
             raise PipelineError(f"{source} holds no notebook")
         return AssignmentInfo(assignment, notebooks, release)
@@ -165,8 +208,11 @@ class Course:
         """Remove every trace of an earlier grading of this submission (files and gradebook)."""
         from nbgrader.api import MissingEntry
 
-        for step in (self.coursedir.submitted_directory, self.coursedir.autograded_directory,
-                     self.coursedir.feedback_directory):
+        for step in (
+            self.coursedir.submitted_directory,
+            self.coursedir.autograded_directory,
+            self.coursedir.feedback_directory,
+        ):
             target = self.path(step, student, assignment)
             if target.exists():
                 make_writable(target)
@@ -206,8 +252,14 @@ class Course:
                         scores[(nbinfo.name, grade_id)] = 0.0
         return scores
 
-    def grade_submission(self, student: str, info: AssignmentInfo, src: Path | None,
-                         feedback_dir: Path | None, problem: str = "") -> GradeRow:
+    def grade_submission(
+        self,
+        student: str,
+        info: AssignmentInfo,
+        src: Path | None,
+        feedback_dir: Path | None,
+        problem: str = "",
+    ) -> GradeRow:
         """Autograde ``src`` (a folder of notebooks) as ``student``'s ``info.name``, from scratch.
 
         Never raises for a bad submission: the row says what went wrong.
@@ -222,8 +274,9 @@ class Course:
             if not problem:
                 self._grade(row, info, src, feedback_dir)
                 if src is not None:
-                    restore_other_files(src, self.path(self.coursedir.submitted_directory,
-                                                        student, info.name))
+                    restore_other_files(
+                        src, self.path(self.coursedir.submitted_directory, student, info.name)
+                    )
             else:
                 row.reason = problem
         except Exception as exc:  # one broken submission must not stop the batch
@@ -238,8 +291,9 @@ class Course:
         row.seconds = time.perf_counter() - start
         return row
 
-    def _grade(self, row: GradeRow, info: AssignmentInfo, src: Path | None,
-               feedback_dir: Path | None) -> None:
+    def _grade(
+        self, row: GradeRow, info: AssignmentInfo, src: Path | None, feedback_dir: Path | None
+    ) -> None:
         import nbformat
 
         submitted = self.path(self.coursedir.submitted_directory, row.student, info.name)
@@ -249,8 +303,9 @@ class Course:
         found = sorted(p for p in src.glob("*.ipynb")) if src is not None else []
         for path in found:
             if path.is_symlink():
-                notes.append(f"{path.name} is a symbolic link: refused (hand in the notebook "
-                             "file itself)")
+                notes.append(
+                    f"{path.name} is a symbolic link: refused (hand in the notebook file itself)"
+                )
                 continue
             if path.stem not in expected:
                 notes.append(f"ignored {path.name} (not part of {info.name})")
@@ -258,8 +313,11 @@ class Course:
             try:
                 nb = nbformat.read(path, as_version=4)
             except Exception as exc:  # noqa: BLE001 -- any unreadable file is the learner's
-                notes.append(short(f"{path.name} is not a readable notebook "
-                                    f"({type(exc).__name__}: {exc})", 160))
+                notes.append(
+                    short(
+                        f"{path.name} is not a readable notebook ({type(exc).__name__}: {exc})", 160
+                    )
+                )
                 continue
             notes += clean_metadata(nb, expected[path.stem])
             notes += tamper_notes(nb, expected[path.stem])
@@ -270,19 +328,25 @@ class Course:
             if src is not None and (src / name).is_file():
                 shutil.copyfile(src / name, submitted / name)
         missing = [n for n in expected if n not in present]
-        if missing and not any("not a readable notebook" in n or "symbolic link" in n
-                               for n in notes):
+        if missing and not any(
+            "not a readable notebook" in n or "symbolic link" in n for n in notes
+        ):
             extra = [p.name for p in found if p.stem not in expected]
-            notes.insert(0, f"missing {', '.join(m + '.ipynb' for m in missing)}"
-                         + (f" (found {', '.join(extra)}: rename it?)" if extra else ""))
+            notes.insert(
+                0,
+                f"missing {', '.join(m + '.ipynb' for m in missing)}"
+                + (f" (found {', '.join(extra)}: rename it?)" if extra else ""),
+            )
         if not present:
             row.reason = "; ".join(notes) or "no notebook in the submission"
             return
 
         timed_out: set[str] | None = None
         if self.grading is None:  # no referee of our own: the kernel's outputs decide
-            result, verdicts = self.api.autograde(info.name, row.student, force=True,
-                                                  create=True), None
+            result, verdicts = (
+                self.api.autograde(info.name, row.student, force=True, create=True),
+                None,
+            )
         else:
             skip: frozenset[int] = frozenset()
             for _attempt in range(3):  # a cell that kills the kernel is skipped on a rerun
@@ -294,17 +358,28 @@ class Course:
                     break
                 skip = skip | {jail.running}
                 what = failure_reason(result, self.timeout).split(" (")[0].split(";")[0]
-                notes.append(f"cell {jail.running + 1}{f' ({jail.running_id})' if jail.running_id else ''}"
-                             f": {what}; the notebook was graded again without that cell")
+                notes.append(
+                    f"cell {jail.running + 1}{f' ({jail.running_id})' if jail.running_id else ''}"
+                    f": {what}; the notebook was graded again without that cell"
+                )
         if not result["success"]:
             self._zero(row.student, info.name)
             row.reason = "; ".join([failure_reason(result, self.timeout), *notes])
             return
 
         referee_notes = {} if verdicts is None else self._apply_record(row.student, info, verdicts)
-        self._hidden_started = None if verdicts is None else {
-            gid for nbinfo in info.notebooks for gid, needed in nbinfo.checks.items()
-            if any(v.get("hidden") and v.get("name") in {n for n, _ in needed} for v in verdicts)}
+        self._hidden_started = (
+            None
+            if verdicts is None
+            else {
+                gid
+                for nbinfo in info.notebooks
+                for gid, needed in nbinfo.checks.items()
+                if any(
+                    v.get("hidden") and v.get("name") in {n for n, _ in needed} for v in verdicts
+                )
+            }
+        )
         row.scores = self._scores(row.student, info)
         row.total = sum(row.scores.values())
         autograded = self.path(self.coursedir.autograded_directory, row.student, info.name)
@@ -312,21 +387,23 @@ class Course:
             path = autograded / f"{nbinfo.name}.ipynb"
             lost = {}
             if path.is_file():
-                lost = cell_failures(nbformat.read(path, as_version=4), self.timeout,
-                                      timed_out)
+                lost = cell_failures(nbformat.read(path, as_version=4), self.timeout, timed_out)
             for gid, points in nbinfo.grade_cells:
                 if row.scores.get((nbinfo.name, gid), 0.0) < points:
                     msg = lost.get(gid) or referee_notes.get((nbinfo.name, gid))
                     if msg:
                         notes.append(msg)
         row.status = "review" if flags else "graded"
-        row.reason = short("; ".join(([f"check by hand: {', '.join(flags)}"] if flags else [])
-                                      + notes), 2 * MAX_REASON)
+        row.reason = short(
+            "; ".join(([f"check by hand: {', '.join(flags)}"] if flags else []) + notes),
+            2 * MAX_REASON,
+        )
         if feedback_dir is not None:
             self._feedback(row, info, feedback_dir)
 
-    def _apply_record(self, student: str, info: AssignmentInfo,
-                      verdicts: list[dict]) -> dict[tuple[str, str], str]:
+    def _apply_record(
+        self, student: str, info: AssignmentInfo, verdicts: list[dict]
+    ) -> dict[tuple[str, str], str]:
         """Score each check cell from the referee's record, whatever the kernel showed.
 
         A check cell earns its points when every check it calls (visible and hidden) has a
@@ -340,8 +417,11 @@ class Course:
         for v in verdicts:
             key = (v.get("name"), bool(v.get("hidden")))
             if not v.get("passed") and key not in first_failure:
-                first_failure[key] = ("failed a hidden case" if key[1] else
-                                      (str(v.get("message", "")).strip().splitlines() or [""])[0])
+                first_failure[key] = (
+                    "failed a hidden case"
+                    if key[1]
+                    else (str(v.get("message", "")).strip().splitlines() or [""])[0]
+                )
         why: dict[tuple[str, str], str] = {}
         with self.gradebook() as gb:
             for nbinfo in info.notebooks:
@@ -359,7 +439,8 @@ class Course:
                     if missing:
                         name, hidden = missing[0]
                         what = first_failure.get((name, hidden)) or (
-                            f"check_{name}{'(hidden=True)' if hidden else ''} did not run")
+                            f"check_{name}{'(hidden=True)' if hidden else ''} did not run"
+                        )
                         why[(nbinfo.name, gid)] = short(f"{gid}: {what}", 160)
             gb.db.commit()
         return why
@@ -373,8 +454,15 @@ class Course:
         finally:
             fb.HIDDEN_STARTED = None
         if not result["success"]:
-            row.reason = "; ".join(filter(None, [row.reason, "feedback HTML could not be made: "
-                                                 + failure_reason(result, self.timeout)]))
+            row.reason = "; ".join(
+                filter(
+                    None,
+                    [
+                        row.reason,
+                        "feedback HTML could not be made: " + failure_reason(result, self.timeout),
+                    ],
+                )
+            )
             return
         made = self.path(self.coursedir.feedback_directory, row.student, info.name)
         dest = feedback_dir / row.student / info.name
@@ -382,14 +470,16 @@ class Course:
         for page in sorted(made.glob("*.html")):
             text = page.read_text(encoding="utf-8")
             leaks = find_hidden_leaks(text, hidden)
-            seeds = [] if self.grading is None else [self.grading.seed,
-                                                     str(seed_int(self.grading.seed))]
+            seeds = (
+                []
+                if self.grading is None
+                else [self.grading.seed, str(seed_int(self.grading.seed))]
+            )
             if any(len(x) >= 6 and x in html_text(text) for x in seeds):
                 leaks.append("the grading seed")
             if leaks:  # never hand out hidden tests or the seed: withhold the page, say so
                 page.unlink()
-                what = ("the grading seed" if leaks == ["the grading seed"]
-                        else "hidden test code")
+                what = "the grading seed" if leaks == ["the grading seed"] else "hidden test code"
                 withheld = f"feedback {page.name} withheld: it showed {what}"
                 row.reason = "; ".join(filter(None, [row.reason, withheld]))
                 continue

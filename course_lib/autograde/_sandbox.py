@@ -39,17 +39,31 @@ from typing import Any
 
 from course_lib.autograde._course import SEED_ENV, log
 
-SANDBOX_FIX = ("install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`, Fedora: "
-               "`dnf install bubblewrap`) and allow unprivileged user namespaces, or pass "
-               "--unsafe to grade without isolation (only for submissions you trust)")
+SANDBOX_FIX = (
+    "install bubblewrap (Debian/Ubuntu: `apt-get install bubblewrap`, Fedora: "
+    "`dnf install bubblewrap`) and allow unprivileged user namespaces, or pass "
+    "--unsafe to grade without isolation (only for submissions you trust)"
+)
 DEFAULT_MEMORY = 8 << 30  # bytes of address space per kernel (torch maps a lot it never uses)
 # Tasks (processes and threads) per submission, where a pids cgroup allows: torch alone starts
 # about two threads per core.
 DEFAULT_PROCESSES = max(256, 4 * (os.cpu_count() or 1) + 64)
 # Environment passed to a grading kernel: nothing else of the grading command's environment.
-_KEEP_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-             "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "MPLBACKEND", "TOKENIZERS_PARALLELISM",
-             "PYDEVD_DISABLE_FILE_VALIDATION", "JPY_SESSION_NAME")
+_KEEP_ENV = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "MPLBACKEND",
+    "TOKENIZERS_PARALLELISM",
+    "PYDEVD_DISABLE_FILE_VALIDATION",
+    "JPY_SESSION_NAME",
+)
 _CURRENT: Jail | None = None  # the jail of the submission being graded (one at a time)
 
 
@@ -65,9 +79,25 @@ def sandbox_problem() -> str:
     if bwrap is None:
         return "bubblewrap (bwrap) is not installed"
     try:
-        done = subprocess.run([bwrap, *_system_binds(), "--unshare-all", "--die-with-parent",
-                               "--proc", "/proc", "--", sys.executable, "-I", "-c", "pass"],
-                              capture_output=True, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            [
+                bwrap,
+                *_system_binds(),
+                "--unshare-all",
+                "--die-with-parent",
+                "--proc",
+                "/proc",
+                "--",
+                sys.executable,
+                "-I",
+                "-c",
+                "pass",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bwrap does not run ({exc})"
     if done.returncode != 0:
@@ -87,8 +117,13 @@ def _system_binds() -> list[str]:
         elif path.is_dir():
             args += ["--ro-bind", top, top]
     package = Path(course_lib.__file__).resolve().parent
-    for path in {Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve(),
-                 Path(sys.prefix), Path(sys.executable).resolve().parent.parent, package}:
+    for path in {
+        Path(sys.base_prefix).resolve(),
+        Path(sys.prefix).resolve(),
+        Path(sys.prefix),
+        Path(sys.executable).resolve().parent.parent,
+        package,
+    }:
         if path.is_dir() and not str(path).startswith(("/usr/", "/etc/")):
             args += ["--ro-bind", str(path), str(path)]
     return args
@@ -122,9 +157,17 @@ def seed_int(seed: str) -> int:
 class Jail:
     """A submission's sandbox, referee and record; use as a context manager (one at a time)."""
 
-    def __init__(self, base: Path, seed: str, *, unsafe: bool = False,
-                 memory: int = DEFAULT_MEMORY, processes: int = DEFAULT_PROCESSES,
-                 skip: frozenset[int] = frozenset(), notebook_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        base: Path,
+        seed: str,
+        *,
+        unsafe: bool = False,
+        memory: int = DEFAULT_MEMORY,
+        processes: int = DEFAULT_PROCESSES,
+        skip: frozenset[int] = frozenset(),
+        notebook_timeout: float | None = None,
+    ) -> None:
         self.seed = seed
         # What the executor saw: the cell running now, cells interrupted for their time
         # limit (grade ids), cells not run; ``skip``: cell indices not to run (they killed
@@ -138,8 +181,9 @@ class Jail:
         self.unsafe = unsafe
         self.memory, self.processes = memory, processes
         self.dir = Path(tempfile.mkdtemp(prefix="jail-", dir=base))
-        self.home, self.ipc, self.ref, self.private = (self.dir / n for n in
-                                                        ("home", "ipc", "ref", "private"))
+        self.home, self.ipc, self.ref, self.private = (
+            self.dir / n for n in ("home", "ipc", "ref", "private")
+        )
         for d in (self.home, self.ipc, self.ref, self.private):
             d.mkdir()
         self.private.chmod(0o700)
@@ -177,12 +221,23 @@ class Jail:
         stderr = open(self.private / "referee.log", "wb")  # noqa: SIM115 -- closed in close()
         try:
             self.referee = subprocess.Popen(
-                [sys.executable, "-I", "-m", "course_lib.grading._referee", "--serve",
-                 str(listener.fileno()), str(record)],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
-                pass_fds=(listener.fileno(), record), start_new_session=True,
+                [
+                    sys.executable,
+                    "-I",
+                    "-m",
+                    "course_lib.grading._referee",
+                    "--serve",
+                    str(listener.fileno()),
+                    str(record),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                pass_fds=(listener.fileno(), record),
+                start_new_session=True,
                 env={k: v for k, v in os.environ.items() if not k.endswith("GRADING_SEED")}
-                | {"OMP_NUM_THREADS": "1"})
+                | {"OMP_NUM_THREADS": "1"},
+            )
         finally:
             listener.close()
             os.close(record)
@@ -249,14 +304,23 @@ class Jail:
         # a kernel that loads SmolLM2 converts it again, into its own home).
         cache = cache_dir() if smollm2_cache_path().is_dir() else self.home / ".cache"
 
-        out = {k: v for k, v in base.items()
-               if k in _KEEP_ENV and SEED_ENV not in k and v.strip() != self.seed}
-        out.update(HOME=str(self.home), IPYTHONDIR=str(self.home / ".ipython"),
-                   MPLCONFIGDIR=str(self.home / ".matplotlib"), HF_HOME=str(self.home / "hf"),
-                   JUPYTER_RUNTIME_DIR=str(self.ipc), COURSE_CACHE=str(cache),
-                   HF_HUB_OFFLINE="1", MALLOC_ARENA_MAX="4",  # address space stays small
-                   TMPDIR="/tmp" if not self.unsafe else str(self.home),
-                   COURSE_REFEREE_SOCKET=str(self.socket_path))
+        out = {
+            k: v
+            for k, v in base.items()
+            if k in _KEEP_ENV and SEED_ENV not in k and v.strip() != self.seed
+        }
+        out.update(
+            HOME=str(self.home),
+            IPYTHONDIR=str(self.home / ".ipython"),
+            MPLCONFIGDIR=str(self.home / ".matplotlib"),
+            HF_HOME=str(self.home / "hf"),
+            JUPYTER_RUNTIME_DIR=str(self.ipc),
+            COURSE_CACHE=str(cache),
+            HF_HUB_OFFLINE="1",
+            MALLOC_ARENA_MAX="4",  # address space stays small
+            TMPDIR="/tmp" if not self.unsafe else str(self.home),
+            COURSE_REFEREE_SOCKET=str(self.socket_path),
+        )
         out.setdefault("PATH", os.defpath)
         out["PATH"] = str(Path(sys.executable).parent) + os.pathsep + out["PATH"]
         return out
@@ -265,23 +329,50 @@ class Jail:
         """The kernel command inside the sandbox, with its limits."""
         # JPY_PARENT_PID=1: ipykernel then does not watch its parent, which in the sandbox's
         # process namespace is pid 1 (it would read that as "my parent exited").
-        limits = ("import os, resource, sys; os.environ['JPY_PARENT_PID'] = '1'; "
-                  f"resource.setrlimit(resource.RLIMIT_AS, ({self.memory}, {self.memory})); "
-                  "os.execv(sys.argv[1], sys.argv[1:])")
+        limits = (
+            "import os, resource, sys; os.environ['JPY_PARENT_PID'] = '1'; "
+            f"resource.setrlimit(resource.RLIMIT_AS, ({self.memory}, {self.memory})); "
+            "os.execv(sys.argv[1], sys.argv[1:])"
+        )
         inner = [sys.executable, "-I", "-c", limits, *cmd]
         if self.unsafe:
             return inner
         from course_lib.pretrained import cache_dir
 
-        args = ["bwrap", *_system_binds(), "--unshare-all", "--die-with-parent",
-                "--new-session", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-                "--bind", str(self.home), str(self.home), "--bind", str(self.ipc), str(self.ipc),
-                "--ro-bind", str(self.ref), str(self.ref), "--chdir", str(self.home)]
+        args = [
+            "bwrap",
+            *_system_binds(),
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--bind",
+            str(self.home),
+            str(self.home),
+            "--bind",
+            str(self.ipc),
+            str(self.ipc),
+            "--ro-bind",
+            str(self.ref),
+            str(self.ref),
+            "--chdir",
+            str(self.home),
+        ]
         cache = cache_dir()
         if cache.is_dir():
             args += ["--ro-bind", str(cache), str(cache)]
         args += ["--", *inner]
         if self.cgroup is not None:
-            args = ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(self.cgroup),
-                    *args]
+            args = [
+                "/bin/sh",
+                "-c",
+                'echo $$ > "$0/cgroup.procs" && exec "$@"',
+                str(self.cgroup),
+                *args,
+            ]
         return args

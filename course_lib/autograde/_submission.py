@@ -22,15 +22,21 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # Code in a learner's cell that reaches into the grading machinery: graded as usual, but the
 # row is marked for a human to look at (nothing stops such code from running in the kernel).
 _SUSPICIOUS = [
-    (re.compile(r"course_lib\s*\.\s*grading|from\s+course_lib\s+import\s+grading"),
-     "touches course_lib.grading"),
+    (
+        re.compile(r"course_lib\s*\.\s*grading|from\s+course_lib\s+import\s+grading"),
+        "touches course_lib.grading",
+    ),
     (re.compile(r"\bsys\s*\.\s*modules\b"), "edits sys.modules"),
     (re.compile(r"\bbuiltins\b|__builtins__"), "touches builtins"),
     (re.compile(r"(?m)^\s*torch(\s*\.\s*\w+)+\s*=(?!=)"), "assigns to a torch attribute"),
     (re.compile(r"\bsetattr\s*\(\s*(torch|np|numpy|course_lib)\b"), "setattr on a library"),
     (re.compile(r"_referee|" + SEED_ENV), "touches the grader's referee or seed"),
-    (re.compile(r"\bsys\s*\.\s*_getframe|\binspect\s*\.\s*(stack|currentframe)|\bgc\s*\.\s*get_objects"),
-     "inspects the caller's frames"),
+    (
+        re.compile(
+            r"\bsys\s*\.\s*_getframe|\binspect\s*\.\s*(stack|currentframe)|\bgc\s*\.\s*get_objects"
+        ),
+        "inspects the caller's frames",
+    ),
 ]
 # A solution that calls course_lib's reference (the answer key) passes every check.
 _ANSWER_KEY = (re.compile(r"\bcourse_lib\b"), "uses course_lib (the answer key) in a solution")
@@ -124,8 +130,10 @@ def failure_reason(result: dict, timeout: int) -> str:
     if "DeadKernelError" in text or "Kernel died" in text:
         return "the kernel died while running the notebook (a crash, os._exit or out of memory)"
     if "Timeout waiting for IOPub" in text or "UnresponsiveKernelError" in text:
-        return (f"a cell ran past the {timeout} s limit and ignored the interrupt (e.g. a loop "
-                "that catches KeyboardInterrupt); the kernel was killed")
+        return (
+            f"a cell ran past the {timeout} s limit and ignored the interrupt (e.g. a loop "
+            "that catches KeyboardInterrupt); the kernel was killed"
+        )
     if "No notebooks found" in text:
         return "no notebook of this assignment was found in the submission"
     errors = re.findall(r"^\s*([\w.]+(?:Error|Exception|Exit)): (.+)$", text, re.MULTILINE)
@@ -161,7 +169,9 @@ def tamper_notes(nb: Any, info: NotebookInfo) -> list[str]:
     notes = []
     cells = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in nb.cells}
     for grade_id, released in info.released.items():
-        if not released.metadata.nbgrader.get("locked") and not released.metadata.nbgrader.get("grade"):
+        if not released.metadata.nbgrader.get("locked") and not released.metadata.nbgrader.get(
+            "grade"
+        ):
             continue
         cell = cells.get(grade_id)
         if cell is None:
@@ -172,7 +182,10 @@ def tamper_notes(nb: Any, info: NotebookInfo) -> list[str]:
         visible = strip_hidden_region(cell.source)[0].strip()  # a solutions notebook has them
         if released.metadata.nbgrader.get("locked") and visible != released.source.strip():
             notes.append(f"locked cell {grade_id} was edited (restored)")
-        if "points" in released.metadata.nbgrader and meta.get("points") != released.metadata.nbgrader["points"]:
+        if (
+            "points" in released.metadata.nbgrader
+            and meta.get("points") != released.metadata.nbgrader["points"]
+        ):
             notes.append(f"points of {grade_id} were changed (restored)")
     return notes
 
@@ -188,7 +201,9 @@ def suspicious(nb: Any, info: NotebookInfo) -> list[str]:
         meta = cell.metadata.get("nbgrader", {})
         name = meta.get("grade_id") or str(i)
         patterns = _SUSPICIOUS + ([_ANSWER_KEY] if meta.get("solution") else [])
-        found += [f"cell {name} {what}" for pattern, what in patterns if pattern.search(cell.source)]
+        found += [
+            f"cell {name} {what}" for pattern, what in patterns if pattern.search(cell.source)
+        ]
     return found
 
 
@@ -238,12 +253,15 @@ def cell_failures(nb: Any, timeout: int, timed_out: set[str] | None = None) -> d
             if o.output_type == "error":
                 gid = meta.get("grade_id")
                 if o.ename == "CellTimeoutError" or (
-                        o.ename == "KeyboardInterrupt" and (timed_out is None or gid in timed_out)):
+                    o.ename == "KeyboardInterrupt" and (timed_out is None or gid in timed_out)
+                ):
                     msg = f"timed out after {timeout} s"
                 elif o.ename == "KeyboardInterrupt":
                     msg = "KeyboardInterrupt raised by the code (an error, not a time limit)"
                 else:
-                    msg = f"{o.ename}: {o.evalue.strip().splitlines()[0] if o.evalue.strip() else ''}"
+                    msg = (
+                        f"{o.ename}: {o.evalue.strip().splitlines()[0] if o.evalue.strip() else ''}"
+                    )
                 out[meta["grade_id"]] = short(f"{meta['grade_id']}: {msg}", 160)
                 break
             if o.output_type == "stream" and o.name == "stderr":
@@ -261,5 +279,6 @@ def write_failure_page(folder: Path, row: GradeRow) -> Path:
         f"<h1>{html.escape(row.assignment)}: your submission could not be graded</h1>\n"
         f"<p>Score: 0 / {row.max_score:g}</p>\n<p>Reason: {html.escape(row.reason)}</p>\n"
         "<p>Fix the problem and submit again, or ask your instructor.</p>\n</body></html>\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     return page

@@ -55,10 +55,18 @@ def _cmd_grade(args: argparse.Namespace) -> int:
         if args.merge is not None:
             merge(args.merge, args.out, root=args.root)
             return 0
-        rows = grade(args.submissions, args.out, root=args.root, timeout=args.timeout,
-                     feedback=not args.no_feedback, unsafe=args.unsafe,
-                     notebook_timeout=args.notebook_timeout or None, jobs=args.jobs,
-                     shard_of=args.shard, force=args.force)
+        rows = grade(
+            args.submissions,
+            args.out,
+            root=args.root,
+            timeout=args.timeout,
+            feedback=not args.no_feedback,
+            unsafe=args.unsafe,
+            notebook_timeout=args.notebook_timeout or None,
+            jobs=args.jobs,
+            shard_of=args.shard,
+            force=args.force,
+        )
     except (ValueError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -75,6 +83,7 @@ def _verbose(args: argparse.Namespace) -> None:
 
 def register(subparsers: Any) -> None:
     """Add ``release``, ``validate`` and ``grade`` to the ``course`` command line."""
+
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--root", help="course root (default: found from the current folder)")
         p.add_argument("--verbose", action="store_true", help="show nbgrader's log")
@@ -83,42 +92,72 @@ def register(subparsers: Any) -> None:
         def wrapped(args: argparse.Namespace) -> int:
             _verbose(args)
             return fn(args)
+
         return wrapped
 
     p = subparsers.add_parser("release", help="regenerate notebooks/ from solutions/ (nbgrader)")
-    p.add_argument("--check", action="store_true",
-                   help="write nothing; exit 1 if notebooks/ is out of date")
+    p.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if notebooks/ is out of date"
+    )
     common(p)
     p.set_defaults(func=run(_cmd_release))
 
-    p = subparsers.add_parser("validate", help="autograde solutions (full marks) and blank "
-                              "release (zero) of each assignment")
+    p = subparsers.add_parser(
+        "validate",
+        help="autograde solutions (full marks) and blank release (zero) of each assignment",
+    )
     p.add_argument("assignments", nargs="*", metavar="ASSIGNMENT", help="default: all")
     p.add_argument("--timeout", type=float, help="per-cell limit in seconds")
     common(p)
     p.set_defaults(func=run(_cmd_validate))
 
-    p = subparsers.add_parser("grade", help="autograde SUBMISSIONS_DIR/<student>/<assignment>/ "
-                              "into grades.csv and feedback HTML")
+    p = subparsers.add_parser(
+        "grade",
+        help="autograde SUBMISSIONS_DIR/<student>/<assignment>/ into grades.csv and feedback HTML",
+    )
     p.add_argument("submissions", metavar="SUBMISSIONS_DIR", nargs="?")
     p.add_argument("--out", metavar="DIR", help="output folder (default: <root>/grades)")
-    p.add_argument("--jobs", "-j", type=int, metavar="N",
-                   help="submissions graded at the same time (default: the number of cores)")
-    p.add_argument("--shard", metavar="K/N", help="grade only the K-th of N slices of the "
-                   "class (by student id), for one machine of several; then --merge")
-    p.add_argument("--merge", nargs="+", metavar="OUT",
-                   help="combine the output folders of shards 1..N into --out and the "
-                   "course's gradebook (instead of grading)")
-    p.add_argument("--force", action="store_true", help="grade again submissions already "
-                   "graded with the same files, seed and course (default: kept)")
+    p.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        metavar="N",
+        help="submissions graded at the same time (default: the number of cores)",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="grade only the K-th of N slices of the "
+        "class (by student id), for one machine of several; then --merge",
+    )
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="OUT",
+        help="combine the output folders of shards 1..N into --out and the "
+        "course's gradebook (instead of grading)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="grade again submissions already "
+        "graded with the same files, seed and course (default: kept)",
+    )
     p.add_argument("--timeout", type=float, help="per-cell limit in seconds")
     p.add_argument("--no-feedback", action="store_true", help="skip the feedback HTML")
-    p.add_argument("--notebook-timeout", type=float, default=1800, metavar="S",
-                   help="limit per notebook in seconds: later cells are not run (default "
-                   "1800; 0: none)")
-    p.add_argument("--unsafe", action="store_true",
-                   help="grade even where the bubblewrap sandbox is unavailable (submissions "
-                   "then run with your rights: only for code you trust)")
+    p.add_argument(
+        "--notebook-timeout",
+        type=float,
+        default=1800,
+        metavar="S",
+        help="limit per notebook in seconds: later cells are not run (default 1800; 0: none)",
+    )
+    p.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="grade even where the bubblewrap sandbox is unavailable (submissions "
+        "then run with your rights: only for code you trust)",
+    )
     common(p)
     p.set_defaults(func=run(_cmd_grade))
 

@@ -36,13 +36,15 @@ def normalize_notebook(nb: Any) -> str:
     if "kernelspec" in nb.metadata:
         meta["kernelspec"] = dict(nb.metadata.kernelspec)
     if "language_info" in nb.metadata:
-        meta["language_info"] = {k: v for k, v in nb.metadata.language_info.items()
-                                 if k not in _VOLATILE_LANGUAGE_INFO}
+        meta["language_info"] = {
+            k: v for k, v in nb.metadata.language_info.items() if k not in _VOLATILE_LANGUAGE_INFO
+        }
     nb.metadata = nbformat.from_dict(meta)
     nb.nbformat, nb.nbformat_minor = 4, max(5, nb.get("nbformat_minor", 5))
     for i, cell in enumerate(nb.cells):
         cell.metadata = nbformat.from_dict(
-            {k: v for k, v in cell.metadata.items() if k in _KEEP_CELL_METADATA})
+            {k: v for k, v in cell.metadata.items() if k in _KEEP_CELL_METADATA}
+        )
         cell.setdefault("id", f"cell-{i:03d}")
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
@@ -53,8 +55,12 @@ def normalize_notebook(nb: Any) -> str:
 
 def _release_files(root: Path, scratch: Path) -> dict[str, bytes]:
     """Generate every release into ``scratch``; return {path under root: bytes to write}."""
-    course = Course(root, release_dir=scratch / "release", db_path=scratch / "gradebook.db",
-                     exchange_dir=scratch / "exchange")
+    course = Course(
+        root,
+        release_dir=scratch / "release",
+        db_path=scratch / "gradebook.db",
+        exchange_dir=scratch / "exchange",
+    )
     release_step = Path("notebooks")
     files: dict[str, bytes] = {}
     for assignment in list_assignments(root):
@@ -85,8 +91,9 @@ def release(root: str | os.PathLike | None = None, *, check: bool = False) -> li
     """
     root = course_root(root)
     if not list_assignments(root):
-        raise ValueError(f"{root / 'solutions'} holds no assignment: expected "
-                         "solutions/<name>/<name>.ipynb")
+        raise ValueError(
+            f"{root / 'solutions'} holds no assignment: expected solutions/<name>/<name>.ipynb"
+        )
     with tempfile.TemporaryDirectory(prefix="course-release-") as tmp, grading_env(None):
         files = _release_files(root, Path(tmp))
     changed = []
@@ -104,8 +111,10 @@ def release(root: str | os.PathLike | None = None, *, check: bool = False) -> li
         for orphan in sorted(release_root.glob("*/*.ipynb")):
             rel = orphan.relative_to(root).as_posix()
             if orphan.parent.name in known and rel not in files or orphan.parent.name not in known:
-                print(f"warning: {rel} has no source in solutions/ (delete it if it is obsolete)",
-                      file=sys.stderr)
+                print(
+                    f"warning: {rel} has no source in solutions/ (delete it if it is obsolete)",
+                    file=sys.stderr,
+                )
     return changed
 
 

@@ -42,20 +42,28 @@ class ValidationResult:
 def _check_assignments(root: Path, assignments: Sequence[str] | None) -> list[str]:
     known = list_assignments(root)
     if not known:
-        raise ValueError(f"{root / 'solutions'} holds no assignment: expected "
-                         "solutions/<name>/<name>.ipynb")
+        raise ValueError(
+            f"{root / 'solutions'} holds no assignment: expected solutions/<name>/<name>.ipynb"
+        )
     if assignments is None or len(assignments) == 0:
         return known
     if isinstance(assignments, str):
         raise TypeError("assignments must be a list of names, e.g. ['01-language-models']")
     unknown = [a for a in assignments if a not in known]
     if unknown:
-        raise ValueError(f"unknown assignment(s) {', '.join(unknown)}: choose from {', '.join(known)}")
+        raise ValueError(
+            f"unknown assignment(s) {', '.join(unknown)}: choose from {', '.join(known)}"
+        )
     return list(assignments)
 
 
-def validate(assignments: Sequence[str] | None = None, *, root: str | os.PathLike | None = None,
-             timeout: float | None = None, verbose: bool = True) -> list[ValidationResult]:
+def validate(
+    assignments: Sequence[str] | None = None,
+    *,
+    root: str | os.PathLike | None = None,
+    timeout: float | None = None,
+    verbose: bool = True,
+) -> list[ValidationResult]:
     """Autograde each assignment's solutions (must score full marks) and blank release (must
     score 0), in a temporary copy of the course; print a table.
 
@@ -76,10 +84,19 @@ def validate(assignments: Sequence[str] | None = None, *, root: str | os.PathLik
         # The course's own notebooks: sandboxed where bubblewrap works, trusted otherwise.
         grading = Grading(tmp_root, grading_seed(root), unsafe=bool(sandbox_problem()))
         for name in names:
-            shutil.copytree(root / "solutions" / name, tmp_root / "solutions" / name,
-                            ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-        course = Course(tmp_root, config_root=root, db_path=tmp_root / "gradebook.db",
-                         exchange_dir=tmp_root / "exchange", timeout=timeout, grading=grading)
+            shutil.copytree(
+                root / "solutions" / name,
+                tmp_root / "solutions" / name,
+                ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"),
+            )
+        course = Course(
+            tmp_root,
+            config_root=root,
+            db_path=tmp_root / "gradebook.db",
+            exchange_dir=tmp_root / "exchange",
+            timeout=timeout,
+            grading=grading,
+        )
         for name in names:
             try:
                 info = course.generate(name)
@@ -90,16 +107,23 @@ def validate(assignments: Sequence[str] | None = None, *, root: str | os.PathLik
             blank = course.grade_submission("release", info, info.release_dir, None)
             problems = []
             if solution.status == "failed" or solution.total < info.max_score:
-                problems.append(f"solutions score {solution.total:g}/{info.max_score:g}: "
-                                f"{solution.reason or solution.status}")
+                problems.append(
+                    f"solutions score {solution.total:g}/{info.max_score:g}: "
+                    f"{solution.reason or solution.status}"
+                )
             if blank.status == "failed":
                 problems.append(f"the blank release could not be graded: {blank.reason}")
             elif blank.total > 0:
                 earned = [gid for (_, gid), s in blank.scores.items() if s > 0]
-                problems.append(f"the blank release earns {blank.total:g} points "
-                                f"({', '.join(earned)}): a check passes without a solution")
-            results.append(ValidationResult(name, info.max_score, solution.total, blank.total,
-                                            problems, solution.seconds))
+                problems.append(
+                    f"the blank release earns {blank.total:g} points "
+                    f"({', '.join(earned)}): a check passes without a solution"
+                )
+            results.append(
+                ValidationResult(
+                    name, info.max_score, solution.total, blank.total, problems, solution.seconds
+                )
+            )
     if verbose:
         _print_validation(results)
     return results
@@ -109,8 +133,10 @@ def _print_validation(results: Sequence[ValidationResult]) -> None:
     width = max([len("assignment")] + [len(r.assignment) for r in results])
     print(f"{'assignment':<{width}}  {'solutions':>9}  {'release':>9}  {'grading':>7}  result")
     for r in results:
-        print(f"{r.assignment:<{width}}  {r.solution_score:>4g}/{r.max_score:<4g}  "
-              f"{r.release_score:>4g}/{r.max_score:<4g}  {r.seconds:>6.0f}s  "
-              f"{'ok' if r.ok else 'FAIL'}")
+        print(
+            f"{r.assignment:<{width}}  {r.solution_score:>4g}/{r.max_score:<4g}  "
+            f"{r.release_score:>4g}/{r.max_score:<4g}  {r.seconds:>6.0f}s  "
+            f"{'ok' if r.ok else 'FAIL'}"
+        )
         for p in r.problems:
             print(f"{'':<{width}}  - {p}")
