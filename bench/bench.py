@@ -336,7 +336,7 @@ def perplexity(decoder, ids: torch.Tensor, window: int) -> float:
     return math.exp(total / (n * (window - 1)))
 
 
-def int8_perplexity_rows(ours, tokenizer, report, n_chars: int = 12_000, window: int = 512) -> None:
+def int8_perplexity_rows(ours, tokenizer, report, n_chars: int = 6_000, window: int = 512) -> None:
     """Perplexity of our Llama with int8 weights against float32, on the first ``n_chars``
     characters of the Shakespeare validation split (``course_lib.data.load_corpus("val")``)."""
     from course_lib.data import load_corpus

@@ -187,7 +187,7 @@ def quantize_int8(module: nn.Module) -> nn.Module:
 
 class _LlamaStep:
     """``Llama.forward`` for tokens at given positions, on a static cache; logits of the last
-    position (or of all, ``all_logits=True``). Its matrix products are five lists of
+    position. Its matrix products are five lists of
     ``nn.Linear`` (q/k/v fused, o, gate/up fused, down, and the output layer), so that
     ``int8=True`` can swap them all for int8 ones with :func:`quantize_int8`."""
 
@@ -230,7 +230,7 @@ class _LlamaStep:
             c.num_key_value_heads * D,
         )
 
-    def __call__(self, input_ids: Tensor, positions: Tensor, all_logits: bool = False) -> Tensor:
+    def __call__(self, input_ids: Tensor, positions: Tensor) -> Tensor:
         c, m, lin = self.config, self.model, self.linears
         cos, sin = self.cos[positions], self.sin[positions]  # (T, D)
         mask = _visible(positions, self.cache.max_len)
@@ -244,8 +244,7 @@ class _LlamaStep:
             x = x + lin["o"][i](y.transpose(1, 2).flatten(2))
             gate, up = lin["gate_up"][i](block.post_attention_layernorm(x)).chunk(2, dim=-1)
             x = x + lin["down"][i](F.silu(gate) * up)
-        x = x if all_logits else x[:, -1]
-        return lin["head"](m.model.norm(x))  # (B, V): the last position only; or (B, T, V)
+        return lin["head"](m.model.norm(x[:, -1]))  # (B, V): the last position only
 
 
 class _GPTStep:
@@ -254,7 +253,7 @@ class _GPTStep:
     def __init__(self, model: nn.Module, cache: StaticKVCache) -> None:
         self.model, self.cache, self.n_head = model, cache, model.config.n_head
 
-    def __call__(self, input_ids: Tensor, positions: Tensor, all_logits: bool = False) -> Tensor:
+    def __call__(self, input_ids: Tensor, positions: Tensor) -> Tensor:
         t = self.model.transformer
         mask = _visible(positions, self.cache.max_len)
         x = t.wte(input_ids) + t.wpe(positions)  # (B, T, C)
@@ -265,7 +264,7 @@ class _GPTStep:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             x = x + block.attn.c_proj(y.transpose(1, 2).flatten(2))
             x = x + block.mlp(block.ln_2(x))
-        return self.model.lm_head(t.ln_f(x if all_logits else x[:, -1]))
+        return self.model.lm_head(t.ln_f(x[:, -1]))
 
 
 def _step_for(model: nn.Module, batch_size: int, max_len: int, int8: bool = False):
@@ -342,7 +341,7 @@ class StaticDecoder:
         if model.training:
             raise ValueError("StaticDecoder needs the model in eval mode: call model.eval() first")
         self.step, self.cache = _step_for(model, batch_size, max_len, int8)
-        self.batch_size, self.max_len = batch_size, max_len
+        self.batch_size, self.max_len, self.int8 = batch_size, max_len, int8
         device = self.cache.keys.device
         if cuda_graph is None:
             cuda_graph = device.type == "cuda"
@@ -383,10 +382,18 @@ class StaticDecoder:
     @torch.no_grad()
     def logits(self, input_ids: Tensor) -> Tensor:
         """(B, T, V) logits of every position of ``input_ids`` (B, T <= ``max_len``), computed
-        by this decoder's step (so with int8 weights if it has them), for a loss or perplexity.
+        by this decoder's step one position at a time, exactly as decoding computes them (with
+        int8 weights each call quantizes its inputs with one scale: one token per call, as in
+        decoding, not a whole text whose rare outlier tokens would set it). For perplexity.
         """
-        positions = torch.arange(input_ids.shape[1], device=self.token.device)
-        return self.step(input_ids.to(self.token.device), positions, all_logits=True)
+        if input_ids.dim() != 2 or input_ids.shape[1] > self.max_len:
+            raise ValueError(f"input_ids must be (B, T) with T <= max_len={self.max_len}")
+        ids = input_ids.to(self.token.device)
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        return torch.stack(
+            [self.step(ids[:, t : t + 1], positions[t : t + 1]) for t in range(ids.shape[1])],
+            dim=1,
+        )
 
     @torch.no_grad()
     def generate(self, input_ids: Tensor, max_new_tokens: int) -> Tensor:
@@ -427,7 +434,10 @@ class StaticDecoder:
         if max_new_tokens == 0:
             return out
         positions = torch.arange(T, device=self.token.device)
-        logits = self.step(input_ids.to(self.token.device), positions)  # the prompt, once
+        if self.int8:  # one position at a time: see logits()
+            logits = self.logits(input_ids)[:, -1]
+        else:
+            logits = self.step(input_ids.to(self.token.device), positions)  # the prompt, once
         self.token.copy_(logits.argmax(dim=-1, keepdim=True))
         self.position.fill_(T)
         out[:, T] = self.token[:, 0]
