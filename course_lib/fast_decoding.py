@@ -19,6 +19,10 @@ plain default):
   kernel launches, each a few microseconds of Python and driver work. On a CPU the same step
   runs eagerly (``torch.compile`` can fuse it further: ``compile=True``).
 
+- **int8 weights (opt-in, CPU).** ``StaticDecoder(..., int8=True)`` runs the step's matrix
+  products with int8 weights (:func:`quantize_int8`): several times faster per token, but no
+  longer equal to the float32 model (SmolLM2: about 6% higher perplexity, see BENCHMARKS.md).
+
 The step is written over the model's own modules and weights (our ``GPT`` and ``Llama``), so
 ``tests/test_fast_decoding.py`` can prove that it returns the same tokens as ``generate`` and
 the same logits within float32 rounding.
