@@ -4,29 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
 
 from course_lib.generation import beam_search, beam_search_simple, generate
 from course_lib.pretrained import load_course_gpt
-
-
-@pytest.fixture(scope="module")
-def tiny_gpt():
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=40,
-        n_positions=64,
-        n_embd=32,
-        n_layer=2,
-        n_head=4,
-        bos_token_id=0,
-        eos_token_id=0,
-        tie_word_embeddings=False,
-    )
-    model = GPT2LMHeadModel(config).eval()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(4)  # peaked enough that beams and greedy disagree
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -42,27 +22,30 @@ def batched(model, prompt: list[int], num_beams: int, n: int, eos: int | None) -
 
 @pytest.mark.parametrize("num_beams", [2, 4])
 @pytest.mark.parametrize("prompt", [[5, 6, 7, 8], [9, 3, 3, 1]])
-def test_simple_equals_batched_on_a_tiny_gpt(tiny_gpt, prompt, num_beams):
-    expected = batched(tiny_gpt, prompt, num_beams, 12, None)
+def test_simple_equals_batched_on_a_tiny_gpt(tiny_peaked_gpt2, prompt, num_beams):
+    expected = batched(tiny_peaked_gpt2, prompt, num_beams, 12, None)
     assert len(expected) == len(prompt) + 12
-    assert beam_search_simple(tiny_gpt, prompt, num_beams, 12) == expected
+    assert beam_search_simple(tiny_peaked_gpt2, prompt, num_beams, 12) == expected
 
 
 @pytest.mark.parametrize("num_beams", [2, 4])
-def test_beams_differ_from_greedy_here(tiny_gpt, num_beams):
+def test_beams_differ_from_greedy_here(tiny_peaked_gpt2, num_beams):
     # otherwise the equality above could hold for a search that only follows the argmax
     prompt = [9, 3, 3, 1]
-    greedy = generate(tiny_gpt, torch.tensor([prompt]), 12)[0].tolist()
-    assert beam_search_simple(tiny_gpt, prompt, num_beams, 12) != greedy
+    greedy = generate(tiny_peaked_gpt2, torch.tensor([prompt]), 12)[0].tolist()
+    assert beam_search_simple(tiny_peaked_gpt2, prompt, num_beams, 12) != greedy
 
 
 @pytest.mark.parametrize("num_beams", [2, 4])
-def test_simple_equals_batched_with_eos(tiny_gpt, num_beams):
+def test_simple_equals_batched_with_eos(tiny_peaked_gpt2, num_beams):
     prompt = [9, 3, 3, 1]
-    free = batched(tiny_gpt, prompt, num_beams, 12, None)
+    free = batched(tiny_peaked_gpt2, prompt, num_beams, 12, None)
     for eos in sorted(set(free[4:]))[:3]:  # tokens the beams do produce: EOS really happens
-        expected = batched(tiny_gpt, prompt, num_beams, 12, eos)
-        assert beam_search_simple(tiny_gpt, prompt, num_beams, 12, eos_token_id=eos) == expected
+        expected = batched(tiny_peaked_gpt2, prompt, num_beams, 12, eos)
+        assert (
+            beam_search_simple(tiny_peaked_gpt2, prompt, num_beams, 12, eos_token_id=eos)
+            == expected
+        )
 
 
 @pytest.mark.parametrize("num_beams", [2, 4])
@@ -76,6 +59,6 @@ def test_simple_equals_batched_on_the_course_gpt(course_gpt, num_beams):
         assert beam_search_simple(model, prompt, num_beams, 10, eos_token_id=eos) == with_eos
 
 
-def test_simple_keeps_the_prompt_and_stops_at_zero_tokens(tiny_gpt):
-    assert beam_search_simple(tiny_gpt, [1, 2, 3], 2, 0) == [1, 2, 3]
-    assert beam_search_simple(tiny_gpt, [1, 2, 3], 2, 5)[:3] == [1, 2, 3]
+def test_simple_keeps_the_prompt_and_stops_at_zero_tokens(tiny_peaked_gpt2):
+    assert beam_search_simple(tiny_peaked_gpt2, [1, 2, 3], 2, 0) == [1, 2, 3]
+    assert beam_search_simple(tiny_peaked_gpt2, [1, 2, 3], 2, 5)[:3] == [1, 2, 3]

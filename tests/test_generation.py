@@ -7,8 +7,6 @@ import warnings
 import pytest
 import torch
 from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
     RepetitionPenaltyLogitsProcessor,
@@ -153,29 +151,10 @@ def test_processors_reject_bad_arguments(fn, args, match):
 
 
 @pytest.fixture(scope="module")
-def tiny_hf():
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=40,
-        n_positions=64,
-        n_embd=32,
-        n_layer=2,
-        n_head=4,
-        bos_token_id=0,
-        eos_token_id=0,
-        tie_word_embeddings=False,
-    )
-    model = GPT2LMHeadModel(config).eval()
-    with torch.no_grad():
-        model.lm_head.weight.mul_(4)  # peakier: clear argmaxes, yet beams still beat greedy
-    return model
-
-
-@pytest.fixture(scope="module")
-def tiny_ours(tiny_hf):
+def tiny_ours(tiny_peaked_gpt2):
     from course_lib.gpt import GPT
 
-    return GPT.from_hf(tiny_hf).eval()
+    return GPT.from_hf(tiny_peaked_gpt2).eval()
 
 
 @pytest.fixture(scope="module")
@@ -236,10 +215,12 @@ DETERMINISTIC = [
 
 @pytest.mark.parametrize("kwargs", DETERMINISTIC)
 @pytest.mark.parametrize("which", ["hf", "ours", "llama_hf", "llama_ours"])
-def test_greedy_and_beam_equal_hf(kwargs, which, tiny_hf, tiny_ours, tiny_llama, tiny_llama_ours):
-    reference = tiny_llama if which.startswith("llama") else tiny_hf
+def test_greedy_and_beam_equal_hf(
+    kwargs, which, tiny_peaked_gpt2, tiny_ours, tiny_llama, tiny_llama_ours
+):
+    reference = tiny_llama if which.startswith("llama") else tiny_peaked_gpt2
     model = {
-        "hf": tiny_hf,
+        "hf": tiny_peaked_gpt2,
         "ours": tiny_ours,
         "llama_hf": tiny_llama,
         "llama_ours": tiny_llama_ours,
@@ -250,10 +231,13 @@ def test_greedy_and_beam_equal_hf(kwargs, which, tiny_hf, tiny_ours, tiny_llama,
     assert torch.equal(out, expected)
 
 
-def test_beam_search_differs_from_greedy(tiny_hf):
+def test_beam_search_differs_from_greedy(tiny_peaked_gpt2):
     # otherwise the beam tests above would prove nothing
-    greedy = generate(tiny_hf, PROMPTS, 15)
-    assert any(not torch.equal(greedy, generate(tiny_hf, PROMPTS, 15, num_beams=k)) for k in (2, 4))
+    greedy = generate(tiny_peaked_gpt2, PROMPTS, 15)
+    assert any(
+        not torch.equal(greedy, generate(tiny_peaked_gpt2, PROMPTS, 15, num_beams=k))
+        for k in (2, 4)
+    )
 
 
 SAMPLING = [
@@ -267,13 +251,13 @@ SAMPLING = [
 
 
 @pytest.mark.parametrize("kwargs", SAMPLING)
-def test_sampling_equals_hf_with_the_same_seed(kwargs, tiny_hf, tiny_ours):
+def test_sampling_equals_hf_with_the_same_seed(kwargs, tiny_peaked_gpt2, tiny_ours):
     torch.manual_seed(1234)
-    expected = hf_generate(tiny_hf, PROMPTS, max_new_tokens=25, do_sample=True, **kwargs)
-    for model in (tiny_hf, tiny_ours):
+    expected = hf_generate(tiny_peaked_gpt2, PROMPTS, max_new_tokens=25, do_sample=True, **kwargs)
+    for model in (tiny_peaked_gpt2, tiny_ours):
         torch.manual_seed(1234)
         assert torch.equal(generate(model, PROMPTS, 25, do_sample=True, **kwargs), expected)
-    greedy = generate(tiny_hf, PROMPTS, 25)
+    greedy = generate(tiny_peaked_gpt2, PROMPTS, 25)
     assert not torch.equal(expected, greedy)  # it really sampled
 
 
@@ -284,21 +268,21 @@ def test_sampling_with_a_generator_is_reproducible(tiny_ours):
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_beam_sampling_equals_hf(tiny_hf):
+def test_beam_sampling_equals_hf(tiny_peaked_gpt2):
     torch.manual_seed(7)
     expected = hf_generate(
-        tiny_hf, PROMPTS, max_new_tokens=10, do_sample=True, num_beams=2, top_k=20
+        tiny_peaked_gpt2, PROMPTS, max_new_tokens=10, do_sample=True, num_beams=2, top_k=20
     )
     torch.manual_seed(7)
     assert torch.equal(
-        generate(tiny_hf, PROMPTS, 10, do_sample=True, num_beams=2, top_k=20), expected
+        generate(tiny_peaked_gpt2, PROMPTS, 10, do_sample=True, num_beams=2, top_k=20), expected
     )
 
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3), dict(do_sample=True, top_k=8)])
 @pytest.mark.parametrize("which", ["hf", "ours", "llama_ours"])
-def test_cached_equals_uncached(kwargs, which, tiny_hf, tiny_ours, tiny_llama_ours):
-    model = {"hf": tiny_hf, "ours": tiny_ours, "llama_ours": tiny_llama_ours}[which]
+def test_cached_equals_uncached(kwargs, which, tiny_peaked_gpt2, tiny_ours, tiny_llama_ours):
+    model = {"hf": tiny_peaked_gpt2, "ours": tiny_ours, "llama_ours": tiny_llama_ours}[which]
     runs = []
     for use_cache in (True, False):
         torch.manual_seed(5)
@@ -314,11 +298,11 @@ def _eos_that_appears(model, prompts, **kwargs):
 
 @pytest.mark.parametrize("kwargs", [dict(), dict(num_beams=3), dict(repetition_penalty=1.2)])
 @pytest.mark.parametrize("which", ["hf", "ours"])
-def test_eos_stops_a_sequence_like_hf(kwargs, which, tiny_hf, tiny_ours):
-    model = tiny_hf if which == "hf" else tiny_ours
+def test_eos_stops_a_sequence_like_hf(kwargs, which, tiny_peaked_gpt2, tiny_ours):
+    model = tiny_peaked_gpt2 if which == "hf" else tiny_ours
     prompts = PROMPTS[:2]
-    eos = _eos_that_appears(tiny_hf, prompts, **kwargs)
-    expected = hf_generate(tiny_hf, prompts, eos_token_id=eos, max_new_tokens=15, **kwargs)
+    eos = _eos_that_appears(tiny_peaked_gpt2, prompts, **kwargs)
+    expected = hf_generate(tiny_peaked_gpt2, prompts, eos_token_id=eos, max_new_tokens=15, **kwargs)
     out = generate(model, prompts, 15, eos_token_id=eos, **kwargs)
     assert torch.equal(out, expected)
     if not kwargs.get("num_beams"):
@@ -327,17 +311,18 @@ def test_eos_stops_a_sequence_like_hf(kwargs, which, tiny_hf, tiny_ours):
         assert row[first:] == [eos] * (len(row) - first)  # after EOS: only padding
 
 
-def test_eos_ends_generation_when_every_sequence_is_done(tiny_hf):
+def test_eos_ends_generation_when_every_sequence_is_done(tiny_peaked_gpt2):
     prompt = PROMPTS[:1]
-    free = generate(tiny_hf, prompt, 15)
+    free = generate(tiny_peaked_gpt2, prompt, 15)
     eos = free[0, 6].item()  # the 3rd generated token
-    out = generate(tiny_hf, prompt, 15, eos_token_id=eos)
+    out = generate(tiny_peaked_gpt2, prompt, 15, eos_token_id=eos)
     first = free[0, 4:].tolist().index(eos)
     assert out.shape == (1, 4 + first + 1)  # stopped right after the first EOS
     assert torch.equal(out, free[:, : 4 + first + 1])
-    beams = generate(tiny_hf, prompt, 15, num_beams=2, eos_token_id=eos)
+    beams = generate(tiny_peaked_gpt2, prompt, 15, num_beams=2, eos_token_id=eos)
     assert torch.equal(
-        beams, hf_generate(tiny_hf, prompt, eos_token_id=eos, max_new_tokens=15, num_beams=2)
+        beams,
+        hf_generate(tiny_peaked_gpt2, prompt, eos_token_id=eos, max_new_tokens=15, num_beams=2),
     )
 
 
@@ -465,10 +450,10 @@ def test_smollm2_generate_equals_hf():
 
 
 @pytest.mark.parametrize("which", ["hf", "ours", "llama_ours"])
-def test_generate_cached_equals_greedy(which, tiny_hf, tiny_ours, tiny_llama_ours):
+def test_generate_cached_equals_greedy(which, tiny_peaked_gpt2, tiny_ours, tiny_llama_ours):
     from course_lib.generation import generate_cached
 
-    model = {"hf": tiny_hf, "ours": tiny_ours, "llama_ours": tiny_llama_ours}[which]
+    model = {"hf": tiny_peaked_gpt2, "ours": tiny_ours, "llama_ours": tiny_llama_ours}[which]
     assert torch.equal(generate_cached(model, PROMPTS, 15), generate(model, PROMPTS, 15))
     assert torch.equal(generate_cached(model, PROMPTS, 0), PROMPTS)
 
