@@ -139,7 +139,15 @@ def graded(tmp_path_factory):
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         before = grading_processes()
         proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp
+            cmd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp,
+            # Ctrl-C as from a terminal, even when this test runs in a background job (a shell
+            # starts those with SIGINT ignored, and Python then never raises KeyboardInterrupt)
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline and proc.poll() is None:

@@ -231,18 +231,20 @@ class Pool:
                     self.workers.pop(fd)
                     code = proc.wait()
                     proc.stdout.close()
+                    if todo:  # a fresh worker takes the next task
+                        self._give(self._start(), todo)
                     if task is not None:
                         yield failed(
                             task,
                             f"the grading process died (exit code {code}: out "
                             "of memory, or killed); grade it again",
                         )
-                    if todo:
-                        self._give(self._start(), todo)
                     continue
                 self.busy.pop(fd, None)
-                yield done
+                # The next task goes out before the caller publishes this result, so that the
+                # worker grades while the parent writes the gradebook, grades.csv and feedback.
                 self._give(proc, todo)
+                yield done
 
     def close(self) -> None:
         for proc in self.workers.values():
