@@ -93,6 +93,7 @@ class Course:
         from nbgrader.preprocessors import GetGrades
         from traitlets.config import Config
 
+        from course_lib.autograde.exporters import FeedbackExporter
         from course_lib.autograde.preprocessors import StripHiddenTests, autograde_preprocessors
 
         speed_up_new_gradebooks()
@@ -112,6 +113,7 @@ class Course:
             if timeout <= 0:
                 raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
             over.Execute.timeout = math.ceil(timeout)
+        over.GenerateFeedback.exporter_class = FeedbackExporter
         over.GenerateFeedback.preprocessors = [
             GetGrades,
             StripHiddenTests,
