@@ -20,8 +20,10 @@ plain default):
   runs eagerly (``torch.compile`` can fuse it further: ``compile=True``).
 
 - **int8 weights (opt-in, CPU).** ``StaticDecoder(..., int8=True)`` runs the step's matrix
-  products with int8 weights (:func:`quantize_int8`): several times faster per token, but no
-  longer equal to the float32 model (SmolLM2: about 6% higher perplexity, see BENCHMARKS.md).
+  products with int8 weights and 8-bit inputs (:func:`quantize_int8`), after moving the
+  activations' outlier channels into the weights (:func:`smooth`, calibrated on a text you
+  give it): several times faster per token, and no longer equal to the float32 model (SmolLM2:
+  perplexity within about 1%, see BENCHMARKS.md).
 
 The step is written over the model's own modules and weights (our ``GPT`` and ``Llama``), so
 ``tests/test_fast_decoding.py`` can prove that it returns the same tokens as ``generate`` and
@@ -33,6 +35,7 @@ the same logits within float32 rounding.
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import torch
@@ -41,7 +44,14 @@ from torch import Tensor, nn
 
 from course_lib.attention import KVCache, rope_cos_sin
 
-__all__ = ["StaticDecoder", "StaticKVCache", "fast_generate", "quantize_int8"]
+__all__ = [
+    "Int8Linear",
+    "StaticDecoder",
+    "StaticKVCache",
+    "fast_generate",
+    "quantize_int8",
+    "smooth",
+]
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,33 +179,131 @@ def _linear(weight: Tensor) -> nn.Linear:
     return layer
 
 
-def quantize_int8(module: nn.Module) -> nn.Module:
-    """A copy of ``module`` whose ``nn.Linear`` layers hold int8 weights (CPU only).
-
-    Dynamic quantization: each weight row (output channel) is stored as int8 with its own
-    float scale, chosen from the row's largest absolute value; at run time each input is
-    quantized to 8 bits too, the product is computed in integers and scaled back to float32.
-    A matrix-vector product then reads a quarter of the bytes, which is what a decoding step
-    waits for. The rest (embeddings, norms) stays float32.
-    """
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    if any(p.device.type != "cpu" for p in module.parameters()):
-        raise ValueError("int8 weights run on the CPU (fbgemm kernels): move the model there")
+def _quantized(fn, *args, **kwargs):
     with warnings.catch_warnings():
-        # torch.ao.quantization is deprecated (torch 2.13) in favour of the torchao package,
-        # which the course does not install; quantize_dynamic still works and is still tested.
+        # torch's quantized tensors are deprecated (torch 2.13) in favour of the torchao
+        # package, which the course does not install; its fbgemm kernels still work.
         warnings.filterwarnings("ignore", message=r".*(deprecated|quantiz)", category=Warning)
-        return quantize_dynamic(module, {nn.Linear: per_channel_dynamic_qconfig}, torch.qint8)
+        return fn(*args, **kwargs)
+
+
+def _int8_sums_saturate() -> bool:
+    """Does this CPU's int8 kernel add pairs of products in 16 bits (fbgemm on CPUs without
+    VNNI instructions)? Then 8-bit inputs can overflow: 255 * 127 * 2 > 32767. Checked once
+    with a product that would: 63 inputs of 1 (quantized to 255) times weights of 1 (127)."""
+    layer = Int8Linear(torch.ones(1, 64), reduce_range=False)
+    x = torch.ones(1, 64)
+    x[0, 0] = 0.0  # the input range is [0, 1]: 1 becomes 255
+    return abs(layer(x).item() - 63.0) > 0.5
+
+
+class Int8Linear(nn.Module):
+    """``x @ weight.T + bias`` with int8 weights, on the CPU (fbgemm kernels).
+
+    Each weight row (output channel) is stored as int8 with its own float scale, its largest
+    absolute value / 127.5. At run time each call quantizes its input to 8 bits with one scale
+    and zero point (from the input's min and max), multiplies in integers and scales the result
+    back to float32. A matrix-vector product then reads a quarter of the bytes, which is what a
+    decoding step waits for.
+
+    ``reduce_range=True`` quantizes the input to 7 bits instead (what ``torch.ao``'s
+    ``quantize_dynamic`` always does, so that CPUs without VNNI cannot overflow): about 6% more
+    SmolLM2 perplexity by itself, so :func:`quantize_int8` uses it only where it must.
+    """
+
+    def __init__(self, weight: Tensor, bias: Tensor | None = None, reduce_range: bool = False):
+        super().__init__()
+        if weight.device.type != "cpu":
+            raise ValueError("int8 weights run on the CPU (fbgemm kernels): move the model there")
+        w = weight.detach().float()
+        scale = (w.abs().amax(1) / 127.5).clamp_min(1e-12).double()  # (out,)
+        zero = torch.zeros(len(scale), dtype=torch.long)
+        q = _quantized(torch.quantize_per_channel, w, scale, zero, 0, torch.qint8)
+        b = None if bias is None else bias.detach().float()
+        self.packed = _quantized(torch.ops.quantized.linear_prepack, q, b)
+        self.in_features, self.out_features = w.shape[1], w.shape[0]
+        self.reduce_range = reduce_range
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.ops.quantized.linear_dynamic(x, self.packed, reduce_range=self.reduce_range)
+
+    def extra_repr(self) -> str:
+        bits = 7 if self.reduce_range else 8
+        return f"in={self.in_features}, out={self.out_features}, {bits}-bit inputs"
+
+
+def quantize_int8(module: nn.Module) -> nn.Module:
+    """Swap, in place, every ``nn.Linear`` inside ``module`` for an :class:`Int8Linear`; return
+    ``module``. The rest (embeddings, norms) stays float32. Inputs are quantized to 8 bits, or
+    to 7 (with a warning) on a CPU whose int8 kernel could overflow with 8."""
+    reduce_range = _int8_sums_saturate()
+    if reduce_range:
+        warnings.warn(
+            "this CPU's int8 kernel adds products in 16 bits (no VNNI): inputs are quantized to "
+            "7 bits, which costs accuracy (SmolLM2: about 6% perplexity)",
+            stacklevel=2,
+        )
+    for name, child in module.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(module, name, Int8Linear(child.weight, child.bias, reduce_range))
+        else:
+            quantize_int8(child)
+    return module
+
+
+@torch.no_grad()
+def smooth(
+    norm: nn.Module, linear: nn.Linear, max_input: Tensor, alpha: float = 0.5
+) -> tuple[nn.Module, nn.Linear]:
+    """SmoothQuant (Xiao et al., 2023) for a ``linear`` fed by an RMSNorm ``norm``: the same
+    product, with the input's outlier channels made smaller and the weight's columns larger.
+
+    A few input channels of a Llama are much larger than the rest, and an 8-bit input shares one
+    scale across all of them: the small channels are rounded to a few levels. With
+    ``s_j = max|x_j| ** alpha / max|W[:, j]| ** (1 - alpha)`` (``max_input``: max|x_j| over a
+    calibration text), ``W x = (W diag(s)) (x / s)``; ``x / s`` costs nothing, it is folded into
+    the norm's weight. Returns copies (``norm`` and ``linear`` are left alone).
+    """
+    weight = linear.weight.detach()
+    s = max_input.clamp_min(1e-5) ** alpha / weight.abs().amax(0).clamp_min(1e-5) ** (1 - alpha)
+    norm = copy.deepcopy(norm)
+    norm.weight.div_(s)
+    return norm, _linear(weight * s)
+
+
+def _max_inputs(model: nn.Module, norms: list[nn.Module], calibration: Tensor) -> list[Tensor]:
+    """max |output_j| of each of ``norms`` (channel by channel) over ``model(calibration)``."""
+    if calibration.dim() != 2 or calibration.is_floating_point():
+        raise ValueError(f"calibration must be (B, T) token ids, got {tuple(calibration.shape)}")
+    found: dict[nn.Module, Tensor] = {}
+
+    def record(norm: nn.Module, inputs: tuple, out: Tensor) -> None:
+        found[norm] = out.detach().abs().flatten(0, -2).amax(0)
+
+    hooks = [norm.register_forward_hook(record) for norm in norms]
+    try:
+        with torch.no_grad():
+            model(calibration.to(next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return [found[norm] for norm in norms]
 
 
 class _LlamaStep:
     """``Llama.forward`` for tokens at given positions, on a static cache; logits of the last
-    position. Its matrix products are five lists of
-    ``nn.Linear`` (q/k/v fused, o, gate/up fused, down, and the output layer), so that
-    ``int8=True`` can swap them all for int8 ones with :func:`quantize_int8`."""
+    position. Its matrix products are five lists of ``nn.Linear`` (q/k/v fused, o, gate/up
+    fused, down, and the output layer), and the RMSNorms feeding three of them are lists too, so
+    that ``int8=True`` can smooth those three (:func:`smooth`, when given ``calibration`` ids)
+    and swap all five for int8 ones (:func:`quantize_int8`)."""
 
-    def __init__(self, model: nn.Module, cache: StaticKVCache, int8: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cache: StaticKVCache,
+        int8: bool = False,
+        calibration: Tensor | None = None,
+    ) -> None:
         c = model.config
         self.model, self.cache, self.config = model, cache, c
         blocks = model.model.layers
@@ -223,6 +331,20 @@ class _LlamaStep:
                     "head": model.lm_head,
                 }
             )
+        norms = nn.ModuleDict(
+            {
+                "qkv": nn.ModuleList(b.input_layernorm for b in blocks),
+                "gate_up": nn.ModuleList(b.post_attention_layernorm for b in blocks),
+                "head": nn.ModuleList([model.model.norm]),
+            }
+        )
+        linears["head"] = nn.ModuleList([linears["head"]])
+        if int8 and calibration is not None:  # the products that follow a norm
+            pairs = [(n, key, i) for key in norms for i, n in enumerate(norms[key])]
+            found = _max_inputs(model, [n for n, _, _ in pairs], calibration)
+            for (norm, key, i), max_input in zip(pairs, found):
+                norms[key][i], linears[key][i] = smooth(norm, linears[key][i], max_input)
+        self.norms = norms
         self.linears = quantize_int8(linears) if int8 else linears
         weight = model.model.embed_tokens.weight
         cos, sin = rope_cos_sin(cache.max_len, c.head_dim, c.rope_theta, device=weight.device)
@@ -235,20 +357,20 @@ class _LlamaStep:
         )
 
     def __call__(self, input_ids: Tensor, positions: Tensor) -> Tensor:
-        c, m, lin = self.config, self.model, self.linears
+        c, m, lin, norm = self.config, self.model, self.linears, self.norms
         cos, sin = self.cos[positions], self.sin[positions]  # (T, D)
         mask = _visible(positions, self.cache.max_len)
         x = m.model.embed_tokens(input_ids)  # (B, T, C)
-        for i, block in enumerate(m.model.layers):
-            q, k, v = lin["qkv"][i](block.input_layernorm(x)).split(self.sizes, dim=-1)
+        for i in range(c.num_hidden_layers):
+            q, k, v = lin["qkv"][i](norm["qkv"][i](x)).split(self.sizes, dim=-1)
             q = _rope(_heads(q, c.num_attention_heads), cos, sin)  # (B, H, T, D)
             k = _rope(_heads(k, c.num_key_value_heads), cos, sin)  # (B, H_kv, T, D)
             k, v = self.cache.write(i, positions, k, _heads(v, c.num_key_value_heads))
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
             x = x + lin["o"][i](y.transpose(1, 2).flatten(2))
-            gate, up = lin["gate_up"][i](block.post_attention_layernorm(x)).chunk(2, dim=-1)
+            gate, up = lin["gate_up"][i](norm["gate_up"][i](x)).chunk(2, dim=-1)
             x = x + lin["down"][i](F.silu(gate) * up)
-        return lin["head"](m.model.norm(x[:, -1]))  # (B, V): the last position only
+        return lin["head"][0](norm["head"][0](x[:, -1]))  # (B, V): the last position only
 
 
 class _GPTStep:
@@ -271,7 +393,13 @@ class _GPTStep:
         return self.model.lm_head(t.ln_f(x[:, -1]))
 
 
-def _step_for(model: nn.Module, batch_size: int, max_len: int, int8: bool = False):
+def _step_for(
+    model: nn.Module,
+    batch_size: int,
+    max_len: int,
+    int8: bool = False,
+    calibration: Tensor | None = None,
+):
     from course_lib.gpt import GPT
     from course_lib.llama import Llama
 
@@ -306,7 +434,7 @@ def _step_for(model: nn.Module, batch_size: int, max_len: int, int8: bool = Fals
     )
     if int8 and kind is not _LlamaStep:
         raise ValueError("int8=True is written for our Llama; run the GPT with int8=False")
-    return (kind(model, cache, int8) if int8 else kind(model, cache)), cache
+    return (kind(model, cache, int8, calibration) if int8 else kind(model, cache)), cache
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,9 +455,19 @@ class StaticDecoder:
         max_len: longest prompt + new tokens (the cache's length).
         cuda_graph: record the decoding step as a CUDA graph; None means "when on CUDA".
         compile: ``torch.compile`` the step (fuses elementwise work; compiling takes a while).
-        int8: run every matrix product of the step (output layer included) with int8 weights,
-            see :func:`quantize_int8`; CPU and ``Llama`` only. Faster, and no longer equal to
-            the float32 model: :meth:`logits` gives its logits, to measure how far it is.
+        int8: run every matrix product of the step (output layer included) with int8 weights
+            and 8-bit inputs, see :func:`quantize_int8`; CPU and ``Llama`` only. Faster, and no
+            longer equal to the float32 model: :meth:`logits` gives its logits, to measure how
+            far it is.
+        calibration: with ``int8``, (B, T) token ids of a text *other* than the one you will
+            measure on (a few hundred tokens): the float32 model's activations on it set the
+            :func:`smooth` scales of the products that follow a norm (q/k/v, gate/up, output
+            layer). Deterministic: the same ids give the same int8 weights. Without it, no
+            smoothing (SmolLM2: about 1% more perplexity than with it, see BENCHMARKS.md). For
+            SmolLM2 the course uses the first 512 tokens of the Shakespeare training split::
+
+                ids = tokenizer(load_corpus("train")[:4000], return_tensors="pt").input_ids
+                StaticDecoder(model, 1, 512, int8=True, calibration=ids[:, :512])
     """
 
     def __init__(
@@ -341,10 +479,13 @@ class StaticDecoder:
         cuda_graph: bool | None = None,
         compile: bool = False,
         int8: bool = False,
+        calibration: Tensor | None = None,
     ) -> None:
         if model.training:
             raise ValueError("StaticDecoder needs the model in eval mode: call model.eval() first")
-        self.step, self.cache = _step_for(model, batch_size, max_len, int8)
+        if calibration is not None and not int8:
+            raise ValueError("calibration sets the int8 weights: pass int8=True with it")
+        self.step, self.cache = _step_for(model, batch_size, max_len, int8, calibration)
         self.batch_size, self.max_len, self.int8 = batch_size, max_len, int8
         device = self.cache.keys.device
         if cuda_graph is None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from course_lib.attention import KVCache
-from course_lib.fast_decoding import StaticDecoder, StaticKVCache, fast_generate
+from course_lib.fast_decoding import Int8Linear, StaticDecoder, StaticKVCache, fast_generate
 from course_lib.generation import generate
 from course_lib.gpt import GPT, GPTConfig
 from course_lib.llama import Llama, LlamaConfig
@@ -191,19 +191,86 @@ def test_int8_decoder_quantizes_every_product_and_stays_close():
     model = tiny_llama()
     ids = prompts(97, B=2, T=12)
     int8 = StaticDecoder(model, batch_size=2, max_len=20, int8=True)
-    dynamic = torch.ao.nn.quantized.dynamic.Linear
-    quantized = [m for m in int8.step.linears.modules() if isinstance(m, dynamic)]
+    quantized = [m for m in int8.step.linears.modules() if isinstance(m, Int8Linear)]
     assert len(quantized) == 2 * 4 + 1  # qkv, o, gate_up, down per layer, and the head
+    assert not any(isinstance(m, torch.nn.Linear) for m in int8.step.linears.modules())
     assert model.lm_head.weight.dtype == torch.float32  # the model itself is left alone
     with torch.no_grad():
         exact = model(ids).logits
     approx = int8.logits(ids)
     relative = ((approx - exact).norm() / exact.norm()).item()
-    # measured 0.054 on this 2-layer model (8-bit weights and inputs, compounded by the
+    # measured 0.02 on this 2-layer model (8-bit weights and inputs, compounded by the
     # residual stream); a wrong weight or split gives errors of order 1; exact means no int8
-    assert 0 < relative < 0.15, relative
+    assert 0 < relative < 0.1, relative
     out = int8.generate(ids, 5)
     assert out.shape == (2, 17) and torch.equal(out[:, :12], ids)
+
+
+def test_int8_linear_is_a_quantized_product():
+    torch.manual_seed(0)
+    w, b, x = torch.randn(24, 40), torch.randn(24), torch.randn(5, 40)
+    got = Int8Linear(w, b)(x)
+    # error bound: weights off by <= half a step (max|w_row| / 255) each, inputs by half of
+    # (max x - min x) / 255; summed over 40 products, far below 10% of the output's size
+    error = (got - (x @ w.T + b)).abs().max().item()
+    assert 0 < error < 0.1 * (x @ w.T).abs().max().item(), error
+    assert torch.equal(Int8Linear(w, b)(x), got)  # deterministic
+
+
+def test_quantize_int8_falls_back_to_7_bit_inputs_where_8_could_overflow(monkeypatch):
+    import course_lib.fast_decoding as fd
+
+    layers = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    assert [m.reduce_range for m in fd.quantize_int8(layers) if isinstance(m, Int8Linear)] == [
+        False,
+        False,
+    ] or fd._int8_sums_saturate()
+    monkeypatch.setattr(fd, "_int8_sums_saturate", lambda: True)
+    layers = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    with pytest.warns(UserWarning, match="7 bits"):
+        fd.quantize_int8(layers)
+    assert layers[0].reduce_range and layers[2].reduce_range
+
+
+def test_smooth_keeps_the_product_and_balances_the_ranges():
+    from course_lib.fast_decoding import smooth
+
+    model = tiny_llama(dtype=torch.float64)
+    norm, linear = model.model.layers[0].input_layernorm, model.model.layers[0].self_attn.q_proj
+    x = torch.randn(3, 9, 32, dtype=torch.float64)
+    x[..., 5] *= 40  # an outlier channel, as in real Llamas
+    max_input = norm(x).abs().flatten(0, 1).amax(0)
+    new_norm, new_linear = smooth(norm, linear, max_input, alpha=0.5)
+    with torch.no_grad():
+        torch.testing.assert_close(new_linear(new_norm(x)), linear(norm(x)), rtol=1e-12, atol=1e-12)
+        # SmoothQuant with alpha = 0.5: every channel's input range equals its weight column's
+        # range (both sqrt(max|x_j| max|W_:,j|)); scales folded the wrong way round break this
+        smoothed_in = new_norm(x).abs().flatten(0, 1).amax(0)
+    torch.testing.assert_close(smoothed_in, new_linear.weight.abs().amax(0), rtol=1e-12, atol=0)
+    assert smoothed_in.max() / smoothed_in.min() < max_input.max() / max_input.min()
+    assert norm.weight is model.model.layers[0].input_layernorm.weight  # originals left alone
+    assert torch.equal(linear.weight, model.model.layers[0].self_attn.q_proj.weight)
+
+
+def test_calibrated_int8_decoder_folds_the_scales_right():
+    """The calibrated int8 step computes the float32 model's logits (to 8-bit rounding): scales
+    folded wrongly (s instead of 1/s, the wrong channels, into the model itself) change them by
+    their own size."""
+    model = tiny_llama()
+    reference = {n: p.clone() for n, p in model.state_dict().items()}
+    calibration = prompts(97, B=1, T=30, seed=5)
+    ids = prompts(97, B=2, T=12)
+    int8 = StaticDecoder(model, 2, 20, int8=True, calibration=calibration)
+    assert all(torch.equal(p, reference[n]) for n, p in model.state_dict().items())
+    with torch.no_grad():
+        exact = model(ids).logits
+    relative = ((int8.logits(ids) - exact).norm() / exact.norm()).item()
+    # as without calibration (measured 0.02); norms multiplied by s instead of divided: 6.9
+    assert 0 < relative < 0.1, relative
+    again = StaticDecoder(model, 2, 20, int8=True, calibration=calibration)
+    assert torch.equal(again.logits(ids), int8.logits(ids))  # deterministic
+    with pytest.raises(ValueError, match="int8=True"):
+        StaticDecoder(model, 2, 20, calibration=calibration)
 
 
 def test_int8_is_refused_where_it_does_not_run():
@@ -219,24 +286,35 @@ def smollm2():
     return Llama.from_hf(hf).eval(), tokenizer
 
 
+def smollm2_calibration(tokenizer) -> torch.Tensor:
+    """The calibration text StaticDecoder's docstring names: 512 tokens of the training split."""
+    from course_lib.data import load_corpus
+
+    return tokenizer(load_corpus("train")[:4000], return_tensors="pt").input_ids[:, :512]
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="dynamic int8 (weights and each token's inputs) costs SmolLM2 about 6% perplexity "
-    "on this text (measured): the issue's <= 2% needs weight-only int8, not written yet",
-)
 def test_smollm2_int8_perplexity_near_float32(smollm2):
     from course_lib.data import load_corpus
 
     model, tokenizer = smollm2
     ids = torch.tensor([tokenizer(load_corpus("val")[:1200]).input_ids[:256]])
+    calibration = smollm2_calibration(tokenizer)
     nll = {}
-    for int8 in (False, True):
-        logits = StaticDecoder(model, 1, 256, int8=int8).logits(ids)[0, :-1]
-        nll[int8] = torch.nn.functional.cross_entropy(logits.double(), ids[0, 1:]).item()
-    # perplexity ratio = exp(difference of mean nats per token); the goal is <= 2% on the
-    # bench's longer text, 3% leaves margin for this short one
-    assert nll[True] - nll[False] < math.log(1.03), nll
+    for name, kwargs in {
+        "fp32": {},
+        "int8": {"int8": True, "calibration": calibration},
+        "int8, not smoothed": {"int8": True},
+    }.items():
+        logits = StaticDecoder(model, 1, 256, **kwargs).logits(ids)[0, :-1]
+        nll[name] = torch.nn.functional.cross_entropy(logits.double(), ids[0, 1:]).item()
+    print({name: round(math.exp(v - nll["fp32"]) - 1, 4) for name, v in nll.items()})
+    # perplexity ratio = exp(difference of mean nats per token): the issue's goal, <= 2%
+    # (measured -0.2% here, +0.4% on the bench's 1533 tokens; 7-bit inputs gave +6%)
+    assert nll["int8"] - nll["fp32"] < math.log(1.02), nll
+    # the calibration is what gives the margin (measured +1.1% without it): a smoothing
+    # that did nothing, or harm, fails here
+    assert nll["int8"] < nll["int8, not smoothed"], nll
 
 
 @pytest.mark.slow
@@ -250,7 +328,8 @@ def test_smollm2_int8_greedy_tokens_start_as_float32(smollm2):
     prompt = tokenizer(chat, return_tensors="pt").input_ids
     T = prompt.shape[1]
     exact = fast_generate(model, prompt, 24)[0, T:]
-    approx = StaticDecoder(model, 1, T + 24, int8=True).generate(prompt, 24)[0, T:]
+    int8 = StaticDecoder(model, 1, T + 24, int8=True, calibration=smollm2_calibration(tokenizer))
+    approx = int8.generate(prompt, 24)[0, T:]
     agree = int((approx == exact).long().cumprod(0).sum())
     print(f"int8: the first {agree} of 24 greedy tokens equal float32's")
     assert agree >= 4  # greedy decoding diverges at the first near-tie; the start must agree
