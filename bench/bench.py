@@ -215,15 +215,16 @@ def update_markdown(path: Path, key: str, text: str) -> None:
     path.write_text(f"{head}{start}\n{text}\n{end}{rest.split(end, 1)[1]}")
 
 
-def fast_decode_rows(hf_model, prompts, n, repeats, device, report) -> None:
+def fast_decode_rows(hf_model, prompts, n, repeats, device, report, calibration=None) -> None:
     """Our StaticDecoder (static KV cache; a CUDA graph per token on a GPU) against HF generate.
 
     SmolLM2, greedy, batch 1, timed on ``prompts[0]``. float32 everywhere (its tokens are
     checked against our eager ``generate`` on every prompt); on CUDA bfloat16 too, whose tokens
     are compared with the float32 eager ones (near-ties may flip them), and HF's own fast path
     (``cache_implementation="static"``, which compiles its decoding step). On the CPU also the
-    decoder with int8 weights (``int8=True``), whose tokens are compared with the float32 ones
-    up to their first difference (its perplexity: :func:`int8_perplexity_rows`).
+    decoder with int8 weights (``int8=True``, smoothed with the ``calibration`` ids when given),
+    whose tokens are compared with the float32 ones up to their first difference (its
+    perplexity: :func:`int8_perplexity_rows`).
     """
     from course_lib.fast_decoding import StaticDecoder
     from course_lib.llama import Llama
@@ -300,7 +301,7 @@ def fast_decode_rows(hf_model, prompts, n, repeats, device, report) -> None:
             except Exception as err:  # compiling is optional: report, go on
                 print(f"compiled StaticDecoder failed: {type(err).__name__}: {err}")
     if device.type == "cpu":  # int8 weights: faster, not equal; how long do the tokens agree?
-        int8 = StaticDecoder(ours32, 1, decoder.max_len, int8=True)
+        int8 = StaticDecoder(ours32, 1, decoder.max_len, int8=True, calibration=calibration)
         agree = []  # per prompt: new tokens equal to float32's before the first difference
         for i, p in enumerate(prompts):
             same = (int8.generate(p, n) == reference[i])[0, p.shape[1] :].long()
@@ -337,14 +338,20 @@ def perplexity(decoder, ids: torch.Tensor, window: int) -> float:
 
 
 def int8_perplexity_rows(ours, tokenizer, report, n_chars: int = 6_000, window: int = 512) -> None:
-    """Perplexity of our Llama with int8 weights against float32, on the first ``n_chars``
-    characters of the Shakespeare validation split (``course_lib.data.load_corpus("val")``)."""
+    """Perplexity of our Llama with int8 weights (smoothed, calibrated on the training split's
+    start: ``calibration_ids``) against float32, on the first ``n_chars`` characters of the
+    Shakespeare validation split (``course_lib.data.load_corpus("val")``)."""
     from course_lib.data import load_corpus
-    from course_lib.fast_decoding import StaticDecoder
+    from course_lib.fast_decoding import StaticDecoder, calibration_ids
 
     ids = torch.tensor(tokenizer(load_corpus("val")[:n_chars]).input_ids)
+    calibration = calibration_ids(tokenizer)
     ppl = {
-        int8: perplexity(StaticDecoder(ours, 1, window, int8=int8), ids, window)
+        int8: perplexity(
+            StaticDecoder(ours, 1, window, int8=int8, calibration=calibration if int8 else None),
+            ids,
+            window,
+        )
         for int8 in (False, True)
     }
     tokens = (len(ids) // window) * (window - 1)
@@ -423,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from course_lib import device as preferred_device
+    from course_lib.fast_decoding import calibration_ids
     from course_lib.pretrained import load_course_gpt
 
     if args.threads:
@@ -631,6 +639,7 @@ def main(argv: list[str] | None = None) -> int:
             max(3, repeats // 2),
             device,
             report,
+            calibration=calibration_ids(smol_tok) if device.type == "cpu" else None,
         )
         if device.type == "cpu":
             int8_perplexity_rows(

@@ -48,6 +48,7 @@ __all__ = [
     "Int8Linear",
     "StaticDecoder",
     "StaticKVCache",
+    "calibration_ids",
     "fast_generate",
     "quantize_int8",
     "smooth",
@@ -271,6 +272,19 @@ def smooth(
     return norm, _linear(weight * s)
 
 
+def calibration_ids(tokenizer, n_tokens: int = 512) -> Tensor:
+    """(1, n_tokens) token ids of the start of the Shakespeare *training* split
+    (``course_lib.data.load_corpus("train")``): the course's calibration text for
+    ``StaticDecoder(..., int8=True, calibration=...)``, disjoint from the validation text its
+    perplexity is measured on."""
+    from course_lib.data import load_corpus
+
+    ids = tokenizer(load_corpus("train")[: 20 * n_tokens], return_tensors="pt").input_ids
+    if ids.shape[1] < n_tokens:
+        raise ValueError(f"the training split gave {ids.shape[1]} tokens, {n_tokens} asked")
+    return ids[:, :n_tokens]
+
+
 def _max_inputs(model: nn.Module, norms: list[nn.Module], calibration: Tensor) -> list[Tensor]:
     """max |output_j| of each of ``norms`` (channel by channel) over ``model(calibration)``."""
     if calibration.dim() != 2 or calibration.is_floating_point():
@@ -463,11 +477,8 @@ class StaticDecoder:
             measure on (a few hundred tokens): the float32 model's activations on it set the
             :func:`smooth` scales of the products that follow a norm (q/k/v, gate/up, output
             layer). Deterministic: the same ids give the same int8 weights. Without it, no
-            smoothing (SmolLM2: about 1% more perplexity than with it, see BENCHMARKS.md). For
-            SmolLM2 the course uses the first 512 tokens of the Shakespeare training split::
-
-                ids = tokenizer(load_corpus("train")[:4000], return_tensors="pt").input_ids
-                StaticDecoder(model, 1, 512, int8=True, calibration=ids[:, :512])
+            smoothing (SmolLM2: about 1% more perplexity than with it, see BENCHMARKS.md). The
+            course uses :func:`calibration_ids` (the start of the Shakespeare training split).
     """
 
     def __init__(

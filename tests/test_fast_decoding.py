@@ -286,20 +286,14 @@ def smollm2():
     return Llama.from_hf(hf).eval(), tokenizer
 
 
-def smollm2_calibration(tokenizer) -> torch.Tensor:
-    """The calibration text StaticDecoder's docstring names: 512 tokens of the training split."""
-    from course_lib.data import load_corpus
-
-    return tokenizer(load_corpus("train")[:4000], return_tensors="pt").input_ids[:, :512]
-
-
 @pytest.mark.slow
 def test_smollm2_int8_perplexity_near_float32(smollm2):
     from course_lib.data import load_corpus
+    from course_lib.fast_decoding import calibration_ids
 
     model, tokenizer = smollm2
     ids = torch.tensor([tokenizer(load_corpus("val")[:1200]).input_ids[:256]])
-    calibration = smollm2_calibration(tokenizer)
+    calibration = calibration_ids(tokenizer)
     nll = {}
     for name, kwargs in {
         "fp32": {},
@@ -319,6 +313,8 @@ def test_smollm2_int8_perplexity_near_float32(smollm2):
 
 @pytest.mark.slow
 def test_smollm2_int8_greedy_tokens_start_as_float32(smollm2):
+    from course_lib.fast_decoding import calibration_ids
+
     model, tokenizer = smollm2
     chat = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Tell me about Paris."}],
@@ -328,7 +324,7 @@ def test_smollm2_int8_greedy_tokens_start_as_float32(smollm2):
     prompt = tokenizer(chat, return_tensors="pt").input_ids
     T = prompt.shape[1]
     exact = fast_generate(model, prompt, 24)[0, T:]
-    int8 = StaticDecoder(model, 1, T + 24, int8=True, calibration=smollm2_calibration(tokenizer))
+    int8 = StaticDecoder(model, 1, T + 24, int8=True, calibration=calibration_ids(tokenizer))
     approx = int8.generate(prompt, 24)[0, T:]
     agree = int((approx == exact).long().cumprod(0).sum())
     print(f"int8: the first {agree} of 24 greedy tokens equal float32's")

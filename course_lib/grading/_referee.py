@@ -9,6 +9,10 @@ current directory on ``sys.path``, so a learner's ``torch.py`` is never imported
     kernel  -> referee   {"op": "result", "ok", "value" | "error", "args_after", ...}
     referee -> kernel    {"op": "verdict", "passed", "message", "checks", "internal"}
 
+In grading mode (``course grade``, ``course validate``) the grading command starts
+``python -I -m course_lib.grading._referee --zygote FD`` once, and forks a referee from it for
+each submission (``zygote``); the kernel connects to that referee's socket instead.
+
 Learner data is only ever loaded with ``torch.load(weights_only=True)``; the expected values
 never leave this process.
 """
@@ -126,7 +130,7 @@ def main() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Grading mode: started by `course grade`, not by the kernel
+# Grading mode: forked for `course grade` from a zygote, not started by the kernel
 # ------------------------------------------------------------------------------------------------
 
 HIDDEN_WITHHELD = (
@@ -183,22 +187,9 @@ def _serve_connection(conn: Any, seed: int, record_fd: int) -> None:
         channel.send(verdict)
 
 
-def serve(listen_fd: int, record_fd: int) -> None:
-    """Grading mode (``--serve LISTEN_FD RECORD_FD``): verdicts go to the grading command.
-
-    The grading command starts this process (the kernel does not), hands it a listening Unix
-    socket and, on stdin, one frame ``{"op": "grading", "seed": int}``; ``record_fd`` is the
-    record, one JSON line per verdict. Kernels connect to the socket; the seed reaches this
-    process only through its stdin, never through an environment variable or a file.
-    """
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    control = Channel(sys.stdin.buffer, sys.stderr.buffer)
-    setup = control.receive()
-    _serve_grading(listen_fd, record_fd, int(setup["seed"]))
-
-
 def _serve_grading(listen_fd: int, record_fd: int, seed: int) -> None:
+    """A grading referee: kernels connect to ``listen_fd``; each verdict, judged with
+    ``seed``, is appended to ``record_fd`` (one JSON line) for the grading command."""
     import socket
 
     import torch
@@ -291,9 +282,7 @@ def zygote(control_fd: int) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--serve"]:
-        serve(int(sys.argv[2]), int(sys.argv[3]))
-    elif sys.argv[1:2] == ["--zygote"]:
+    if sys.argv[1:2] == ["--zygote"]:
         zygote(int(sys.argv[2]))
     else:
         main()
