@@ -17,6 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# jsonschema (under nbformat, which every grading process imports) uses the optional
+# ``rfc3987_syntax`` when it is installed (jupyter_events pulls it in), and importing it
+# compiles a grammar: 1.5 CPU-seconds in every worker and every `course` command. It only
+# checks the "iri" string format, which no notebook schema uses; jsonschema falls back
+# without it.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
 SEED_ENV = "COURSE_GRADING_SEED"
 SEED_FILE = ".grading_seed"
 
