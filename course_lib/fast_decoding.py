@@ -22,8 +22,9 @@ plain default):
 - **int8 weights (opt-in, CPU).** ``StaticDecoder(..., int8=True)`` runs the step's matrix
   products with int8 weights and 8-bit inputs (:func:`quantize_int8`), after moving the
   activations' outlier channels into the weights (:func:`smooth`, calibrated on a text you
-  give it): several times faster per token, and no longer equal to the float32 model (SmolLM2:
-  perplexity within about 1%, see BENCHMARKS.md).
+  give it); ``down_proj``, whose inputs have the worst outliers, gets float16 weights
+  (:class:`Fp16Linear`). Several times faster per token, and no longer equal to the float32
+  model (SmolLM2: perplexity within 2%, see BENCHMARKS.md).
 
 The step is written over the model's own modules and weights (our ``GPT`` and ``Llama``), so
 ``tests/test_fast_decoding.py`` can prove that it returns the same tokens as ``generate`` and
@@ -45,6 +46,7 @@ from torch import Tensor, nn
 from course_lib.attention import KVCache, rope_cos_sin
 
 __all__ = [
+    "Fp16Linear",
     "Int8Linear",
     "StaticDecoder",
     "StaticKVCache",
@@ -233,6 +235,30 @@ class Int8Linear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, {bits}-bit inputs"
 
 
+class Fp16Linear(nn.Module):
+    """``x @ weight.T + bias`` with float16 weights and float32 inputs and sums (fbgemm, CPU):
+    half the bytes of float32, and a relative error of about 1e-4 (float16's rounding), where
+    8-bit inputs would cost too much accuracy (``down_proj``, see :class:`StaticDecoder`)."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None = None):
+        super().__init__()
+        if weight.device.type != "cpu":
+            raise ValueError(
+                "float16 weights run on the CPU (fbgemm kernels): move the model there"
+            )
+        b = None if bias is None else bias.detach().float()
+        self.packed = _quantized(
+            torch.ops.quantized.linear_prepack_fp16, weight.detach().float(), b
+        )
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.ops.quantized.linear_dynamic_fp16(x, self.packed)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, float16 weights"
+
+
 def quantize_int8(module: nn.Module) -> nn.Module:
     """Swap, in place, every ``nn.Linear`` inside ``module`` for an :class:`Int8Linear`; return
     ``module``. The rest (embeddings, norms) stays float32. Inputs are quantized to 8 bits, or
@@ -308,8 +334,8 @@ class _LlamaStep:
     """``Llama.forward`` for tokens at given positions, on a static cache; logits of the last
     position. Its matrix products are five lists of ``nn.Linear`` (q/k/v fused, o, gate/up
     fused, down, and the output layer), and the RMSNorms feeding three of them are lists too, so
-    that ``int8=True`` can smooth those three (:func:`smooth`, when given ``calibration`` ids)
-    and swap all five for int8 ones (:func:`quantize_int8`)."""
+    that ``int8=True`` can smooth those three (:func:`smooth`, when given ``calibration`` ids),
+    give ``down`` float16 weights and the other four int8 ones (:func:`quantize_int8`)."""
 
     def __init__(
         self,
@@ -358,6 +384,8 @@ class _LlamaStep:
             found = _max_inputs(model, [n for n, _, _ in pairs], calibration)
             for (norm, key, i), max_input in zip(pairs, found):
                 norms[key][i], linears[key][i] = smooth(norm, linears[key][i], max_input)
+        if int8:  # down_proj's inputs have the largest outliers: float16 weights there
+            linears["down"] = nn.ModuleList(Fp16Linear(d.weight) for d in linears["down"])
         self.norms = norms
         self.linears = quantize_int8(linears) if int8 else linears
         weight = model.model.embed_tokens.weight
@@ -469,10 +497,11 @@ class StaticDecoder:
         max_len: longest prompt + new tokens (the cache's length).
         cuda_graph: record the decoding step as a CUDA graph; None means "when on CUDA".
         compile: ``torch.compile`` the step (fuses elementwise work; compiling takes a while).
-        int8: run every matrix product of the step (output layer included) with int8 weights
-            and 8-bit inputs, see :func:`quantize_int8`; CPU and ``Llama`` only. Faster, and no
-            longer equal to the float32 model: :meth:`logits` gives its logits, to measure how
-            far it is.
+        int8: run the step's matrix products (output layer included) with int8 weights and
+            8-bit inputs, see :func:`quantize_int8`, except ``down_proj``: float16 weights
+            (SmolLM2's perplexity: +1.6% from 8-bit ``down_proj`` inputs alone, measured).
+            CPU and ``Llama`` only. Faster, and no longer equal to the float32 model:
+            :meth:`logits` gives its logits, to measure how far it is.
         calibration: with ``int8``, (B, T) token ids of a text *other* than the one you will
             measure on (a few hundred tokens): the float32 model's activations on it set the
             :func:`smooth` scales of the products that follow a norm (q/k/v, gate/up, output

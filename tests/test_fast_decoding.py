@@ -12,7 +12,13 @@ import pytest
 import torch
 
 from course_lib.attention import KVCache
-from course_lib.fast_decoding import Int8Linear, StaticDecoder, StaticKVCache, fast_generate
+from course_lib.fast_decoding import (
+    Fp16Linear,
+    Int8Linear,
+    StaticDecoder,
+    StaticKVCache,
+    fast_generate,
+)
 from course_lib.generation import generate
 from course_lib.gpt import GPT, GPTConfig
 from course_lib.llama import Llama, LlamaConfig
@@ -191,9 +197,10 @@ def test_int8_decoder_quantizes_every_product_and_stays_close():
     model = tiny_llama()
     ids = prompts(97, B=2, T=12)
     int8 = StaticDecoder(model, batch_size=2, max_len=20, int8=True)
-    quantized = [m for m in int8.step.linears.modules() if isinstance(m, Int8Linear)]
-    assert len(quantized) == 2 * 4 + 1  # qkv, o, gate_up, down per layer, and the head
-    assert not any(isinstance(m, torch.nn.Linear) for m in int8.step.linears.modules())
+    kinds = [type(m) for m in int8.step.linears.modules()]
+    assert kinds.count(Int8Linear) == 2 * 3 + 1  # qkv, o, gate_up per layer, and the head
+    assert kinds.count(Fp16Linear) == 2 and torch.nn.Linear not in kinds  # down_proj
+    assert all(isinstance(m, Fp16Linear) for m in int8.step.linears["down"])
     assert model.lm_head.weight.dtype == torch.float32  # the model itself is left alone
     with torch.no_grad():
         exact = model(ids).logits
@@ -215,6 +222,10 @@ def test_int8_linear_is_a_quantized_product():
     error = (got - (x @ w.T + b)).abs().max().item()
     assert 0 < error < 0.1 * (x @ w.T).abs().max().item(), error
     assert torch.equal(Int8Linear(w, b)(x), got)  # deterministic
+    # float16 weights: each off by <= 2**-11 of itself, so the sums by <= sum |x_i w_i| 2**-11
+    # (plus float32 rounding)
+    error = (Fp16Linear(w, b)(x) - (x @ w.T + b)).abs()
+    assert 0 < error.max() and (error <= (x.abs() @ w.abs().T) * 2**-11 + 1e-5).all()
 
 
 def test_quantize_int8_falls_back_to_7_bit_inputs_where_8_could_overflow(monkeypatch):
