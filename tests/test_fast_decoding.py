@@ -315,7 +315,7 @@ def test_smollm2_int8_perplexity_near_float32(smollm2):
         nll[name] = torch.nn.functional.cross_entropy(logits.double(), ids[0, 1:]).item()
     print({name: round(math.exp(v - nll["fp32"]) - 1, 4) for name, v in nll.items()})
     # perplexity ratio = exp(difference of mean nats per token): the goal, <= 2%
-    # (measured -0.2% here, +0.4% on the bench's 1533 tokens; 7-bit inputs gave +6%)
+    # (measured +0.72% on the bench's 1533 tokens; 7-bit inputs gave +6%)
     assert nll["int8"] - nll["fp32"] < math.log(1.02), nll
     # the calibration is what gives the margin (measured +1.1% without it): a smoothing
     # that did nothing, or harm, fails here
