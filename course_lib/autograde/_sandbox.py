@@ -9,8 +9,7 @@
   signal the grading command or the referee);
 - its address space is capped (``RLIMIT_AS``) and, where a pids cgroup is writable, so is its
   number of processes;
-- the referee is started here, by the grading command (forked from a ``RefereeZygote`` that
-  imported torch and the graders once): it gets the seed over the zygote's private socket and
+- the referee is started here, by the grading command: it gets the seed on its stdin and
   writes each verdict to a record the kernel cannot reach; the kernel only gets the referee's
   socket;
 - ``close()`` kills every process of the submission (the sandbox's process namespace dies
@@ -23,7 +22,6 @@ apply.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import functools
 import json
@@ -34,7 +32,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -157,103 +154,6 @@ def seed_int(seed: str) -> int:
         return zlib.crc32(seed.encode("utf-8"))
 
 
-def _referee_env() -> dict[str, str]:
-    """The referees' environment: ours without the grading seed, one thread."""
-    return {k: v for k, v in os.environ.items() if not k.endswith("GRADING_SEED")} | {
-        "OMP_NUM_THREADS": "1"
-    }
-
-
-class RefereeZygote:
-    """A process that imported torch and the graders once and forks a referee per jail.
-
-    A new referee process spends about 2 CPU-seconds importing torch, as much as the rest of a
-    small submission's grading; forked from the zygote, it starts in milliseconds, in the same
-    clean state (the zygote never runs a check). See ``_referee.zygote`` for the protocol.
-    """
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-I",
-                    "-m",
-                    "course_lib.grading._referee",
-                    "--zygote",
-                    str(theirs.fileno()),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
-                start_new_session=True,
-                env=env,
-            )
-        finally:
-            theirs.close()
-        self.control = ours
-        self.lock = threading.Lock()  # one request and its answer at a time
-
-    def _ask(self, request: dict, fds: tuple[int, ...] = ()) -> dict:
-        with self.lock:
-            return self._ask_locked(request, fds)
-
-    def _ask_locked(self, request: dict, fds: tuple[int, ...]) -> dict:
-        try:
-            socket.send_fds(self.control, [json.dumps(request).encode()], list(fds))
-            answer = self.control.recv(1 << 16)
-        except OSError as exc:
-            answer, why = b"", str(exc)
-        else:
-            why = "it closed the connection"
-        if not answer:
-            code = self.proc.poll()
-            raise RuntimeError(
-                f"the referee zygote stopped answering ({why}; exit code {code}); see the "
-                "grading command's error output above for its traceback"
-            )
-        return json.loads(answer)
-
-    def start(self, fds: tuple[int, int, int], seed: int) -> int:
-        """Fork a referee serving (listening socket, record, log) with ``seed``; its pid."""
-        return int(self._ask({"op": "start", "seed": seed}, fds)["pid"])
-
-    def end(self, pid: int) -> None:
-        """Kill and reap the referee ``pid``."""
-        self._ask({"op": "end", "pid": pid})
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def close(self) -> None:
-        """End the zygote; it kills the referees still running."""
-        self.control.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=20)
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-_ZYGOTE: RefereeZygote | None = None
-
-
-def referee_zygote() -> RefereeZygote:
-    """This process's referee zygote, started on first use (again if it died or if the
-    environment changed); it ends with this process."""
-    global _ZYGOTE
-    env = _referee_env()
-    if _ZYGOTE is None or not _ZYGOTE.alive() or _ZYGOTE.env != env:
-        if _ZYGOTE is not None:
-            _ZYGOTE.close()
-        else:
-            atexit.register(lambda: _ZYGOTE is not None and _ZYGOTE.close())
-        _ZYGOTE = RefereeZygote(env)
-    return _ZYGOTE
-
-
 class Jail:
     """A submission's sandbox, referee and record; use as a context manager (one at a time)."""
 
@@ -291,7 +191,7 @@ class Jail:
         self.record_path = self.private / "record.jsonl"
         self.kernels: list[subprocess.Popen] = []
         self.cgroup: Path | None = None
-        self.referee: int | None = None  # the referee's pid (a child of the zygote)
+        self.referee: subprocess.Popen | None = None
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -318,15 +218,34 @@ class Jail:
         listener.bind(str(self.socket_path))
         listener.listen(8)
         record = os.open(self.record_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        stderr = os.open(self.private / "referee.log", os.O_WRONLY | os.O_CREAT, 0o600)
+        stderr = open(self.private / "referee.log", "wb")  # noqa: SIM115 -- closed in close()
         try:
-            self.referee = referee_zygote().start(
-                (listener.fileno(), record, stderr), seed_int(self.seed)
+            self.referee = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-I",
+                    "-m",
+                    "course_lib.grading._referee",
+                    "--serve",
+                    str(listener.fileno()),
+                    str(record),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                pass_fds=(listener.fileno(), record),
+                start_new_session=True,
+                env={k: v for k, v in os.environ.items() if not k.endswith("GRADING_SEED")}
+                | {"OMP_NUM_THREADS": "1"},
             )
         finally:
             listener.close()
             os.close(record)
-            os.close(stderr)
+            stderr.close()
+        from course_lib.grading._wire import write_frame
+
+        write_frame(self.referee.stdin, {"op": "grading", "seed": seed_int(self.seed)})
+        self.referee.stdin.close()  # the seed travelled; nothing else goes that way
 
     def close(self) -> None:
         """Kill every process of this submission (kernel, its children, the referee)."""
@@ -344,8 +263,8 @@ class Jail:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
         if self.referee is not None:
-            referee_zygote().end(self.referee)
-            self.referee = None
+            self.referee.kill()
+            self.referee.wait()
         shutil.rmtree(self.home, ignore_errors=True)
         shutil.rmtree(self.ipc, ignore_errors=True)
 
