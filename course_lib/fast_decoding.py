@@ -506,8 +506,8 @@ class StaticDecoder:
             measure on (a few hundred tokens): the float32 model's activations on it set the
             :func:`smooth` scales of the products that follow a norm (q/k/v, gate/up, output
             layer). Deterministic: the same ids give the same int8 weights. Without it, no
-            smoothing (SmolLM2: +1.1% perplexity instead of -0.3% on 255 tokens, see BENCHMARKS.md). The
-            course uses :func:`calibration_ids` (the start of the Shakespeare training split).
+            smoothing, and more perplexity (see BENCHMARKS.md). The course uses
+            :func:`calibration_ids` (the start of the Shakespeare training split).
     """
 
     def __init__(
