@@ -319,3 +319,18 @@ def test_a_kernel_hits_its_memory_and_process_limits(tmp_path):
     assert out.cells[0].outputs[0].text == "memory refused\n"
     if limited:  # a pids cgroup was writable (as on the test machine)
         assert out.cells[1].outputs[0].text.startswith("tasks refused after")
+
+
+def test_the_sandbox_tmp_does_not_hide_a_course_installed_under_tmp(tmp_path):
+    # bwrap mounts in argument order: a tmpfs on /tmp after the binds of the virtual environment
+    # and course_lib would hide them when they live under /tmp (the kernel then dies at start).
+    from course_lib.autograde import _sandbox
+
+    jail = _sandbox.Jail.__new__(_sandbox.Jail)
+    jail.unsafe, jail.cgroup, jail.memory = False, None, 1 << 30
+    jail.home, jail.ipc, jail.ref = tmp_path / "home", tmp_path / "ipc", tmp_path / "ref"
+    args = jail.wrap(["python"])
+    tmpfs = args.index("--tmpfs")
+    assert args[tmpfs + 1] == "/tmp"
+    binds = [i for i, a in enumerate(args) if a in ("--ro-bind", "--bind")]
+    assert binds and tmpfs < min(binds)

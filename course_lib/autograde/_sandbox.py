@@ -339,8 +339,12 @@ class Jail:
             return inner
         from course_lib.pretrained import cache_dir
 
+        # The empty /tmp comes first: binds after it may lie under /tmp (a course or virtual
+        # environment installed there), and a later tmpfs would hide them.
         args = [
             "bwrap",
+            "--tmpfs",
+            "/tmp",
             *_system_binds(),
             "--unshare-all",
             "--die-with-parent",
@@ -349,8 +353,6 @@ class Jail:
             "/proc",
             "--dev",
             "/dev",
-            "--tmpfs",
-            "/tmp",
             "--bind",
             str(self.home),
             str(self.home),
