@@ -9,7 +9,8 @@
   signal the grading command or the referee);
 - its address space is capped (``RLIMIT_AS``) and, where a pids cgroup is writable, so is its
   number of processes;
-- the referee is started here, by the grading command: it gets the seed on its stdin and
+- the referee is started here, by the grading command (forked from a ``RefereeZygote`` that
+  imported torch and the graders once): it gets the seed over the zygote's private socket and
   writes each verdict to a record the kernel cannot reach; the kernel only gets the referee's
   socket;
 - ``close()`` kills every process of the submission (the sandbox's process namespace dies
@@ -22,6 +23,7 @@ apply.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import json
@@ -32,10 +34,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from course_lib.autograde._course import SEED_ENV, log
 
@@ -154,6 +157,123 @@ def seed_int(seed: str) -> int:
         return zlib.crc32(seed.encode("utf-8"))
 
 
+def _referee_env() -> dict[str, str]:
+    """The referees' environment: ours without the grading seed, one thread."""
+    return {k: v for k, v in os.environ.items() if not k.endswith("GRADING_SEED")} | {
+        "OMP_NUM_THREADS": "1"
+    }
+
+
+class RefereeZygote:
+    """A process that imported torch and the graders once and forks a referee per jail.
+
+    A new referee process spends about 2 CPU-seconds importing torch, as much as the rest of a
+    small submission's grading; forked from the zygote, it starts in milliseconds, in the same
+    clean state (the zygote never runs a check). See ``_referee.zygote`` for the protocol.
+    """
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-I",
+                    "-m",
+                    "course_lib.grading._referee",
+                    "--zygote",
+                    str(theirs.fileno()),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+                env=env,
+            )
+        finally:
+            theirs.close()
+        self.control = ours
+        self.lock = threading.Lock()  # one request (or one answer) at a time
+        self.unanswered = 0  # start requests whose answer (the pid) is not read yet
+
+    def _send(self, request: dict, fds: tuple[int, ...] = ()) -> None:
+        try:
+            socket.send_fds(self.control, [json.dumps(request).encode()], list(fds))
+        except OSError as exc:
+            self._silent(str(exc))
+
+    def _answer(self) -> dict:
+        try:
+            answer = self.control.recv(1 << 16)
+        except OSError as exc:
+            self._silent(str(exc))
+        if not answer:
+            self._silent("it closed the connection")
+        return json.loads(answer)
+
+    def _silent(self, why: str) -> NoReturn:
+        code = self.proc.poll()
+        raise RuntimeError(
+            f"the referee zygote stopped answering ({why}; exit code {code}); see the "
+            "grading command's error output above for its traceback"
+        )
+
+    def start(self, fds: tuple[int, int, int], seed: int) -> None:
+        """Ask for a referee serving (listening socket, record, log) with ``seed``, without
+        waiting: a new zygote may still be importing torch, and the kernel can start meanwhile
+        (it connects to the listening socket and waits for the referee's hello). The referee's
+        pid is ``started()``; every ``start`` must be followed by one ``started``."""
+        with self.lock:
+            self._send({"op": "start", "seed": seed}, fds)
+            self.unanswered += 1
+
+    def started(self) -> int:
+        """The pid of the referee of the oldest ``start`` whose pid was not read yet."""
+        with self.lock:
+            if not self.unanswered:
+                raise RuntimeError("started() without a start(): no referee was asked for")
+            self.unanswered -= 1
+            return int(self._answer()["pid"])
+
+    def end(self, pid: int) -> None:
+        """Kill and reap the referee ``pid``."""
+        with self.lock:
+            if self.unanswered:
+                raise RuntimeError("end() before the pid of every start() was read")
+            self._send({"op": "end", "pid": pid})
+            self._answer()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        """End the zygote; it kills the referees still running."""
+        self.control.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=20)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+_ZYGOTE: RefereeZygote | None = None
+
+
+def referee_zygote() -> RefereeZygote:
+    """This process's referee zygote, started on first use (again if it died or if the
+    environment changed); it ends with this process."""
+    global _ZYGOTE
+    env = _referee_env()
+    if _ZYGOTE is None or not _ZYGOTE.alive() or _ZYGOTE.env != env:
+        if _ZYGOTE is not None:
+            _ZYGOTE.close()
+        else:
+            atexit.register(lambda: _ZYGOTE is not None and _ZYGOTE.close())
+        _ZYGOTE = RefereeZygote(env)
+    return _ZYGOTE
+
+
 class Jail:
     """A submission's sandbox, referee and record; use as a context manager (one at a time)."""
 
@@ -191,7 +311,8 @@ class Jail:
         self.record_path = self.private / "record.jsonl"
         self.kernels: list[subprocess.Popen] = []
         self.cgroup: Path | None = None
-        self.referee: subprocess.Popen | None = None
+        self.zygote: RefereeZygote | None = None  # where our referee was asked for
+        self._referee: int | None = None  # its pid, once read
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -218,34 +339,14 @@ class Jail:
         listener.bind(str(self.socket_path))
         listener.listen(8)
         record = os.open(self.record_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        stderr = open(self.private / "referee.log", "wb")  # noqa: SIM115 -- closed in close()
+        stderr = os.open(self.private / "referee.log", os.O_WRONLY | os.O_CREAT, 0o600)
         try:
-            self.referee = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-I",
-                    "-m",
-                    "course_lib.grading._referee",
-                    "--serve",
-                    str(listener.fileno()),
-                    str(record),
-                ],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=stderr,
-                pass_fds=(listener.fileno(), record),
-                start_new_session=True,
-                env={k: v for k, v in os.environ.items() if not k.endswith("GRADING_SEED")}
-                | {"OMP_NUM_THREADS": "1"},
-            )
+            self.zygote = referee_zygote()
+            self.zygote.start((listener.fileno(), record, stderr), seed_int(self.seed))
         finally:
             listener.close()
             os.close(record)
-            stderr.close()
-        from course_lib.grading._wire import write_frame
-
-        write_frame(self.referee.stdin, {"op": "grading", "seed": seed_int(self.seed)})
-        self.referee.stdin.close()  # the seed travelled; nothing else goes that way
+            os.close(stderr)
 
     def close(self) -> None:
         """Kill every process of this submission (kernel, its children, the referee)."""
@@ -262,11 +363,20 @@ class Jail:
         for proc in self.kernels:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
-        if self.referee is not None:
-            self.referee.kill()
-            self.referee.wait()
         shutil.rmtree(self.home, ignore_errors=True)
         shutil.rmtree(self.ipc, ignore_errors=True)
+        if self.zygote is not None:  # last: a zygote that stopped answering raises here
+            zygote, self.zygote = self.zygote, None
+            pid = self._referee if self._referee is not None else zygote.started()
+            self._referee = None
+            zygote.end(pid)
+
+    @property
+    def referee(self) -> int | None:
+        """The pid of this jail's referee (a child of the zygote); None once closed."""
+        if self.zygote is not None and self._referee is None:
+            self._referee = self.zygote.started()
+        return self._referee
 
     def _empty_cgroup(self) -> None:
         assert self.cgroup is not None

@@ -154,7 +154,12 @@ def serve() -> None:
             os.environ.setdefault(var, str(setup.threads))
     from course_lib.autograde._course import grading_env
 
+    from course_lib.autograde._sandbox import referee_zygote
+
     with grading_env(None):
+        # The referee zygote imports torch and the graders (seconds) while this process sets up
+        # its course and the first kernel starts, instead of before that kernel.
+        referee_zygote()
         worker = Worker(setup)
         while True:
             try:

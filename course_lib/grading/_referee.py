@@ -9,6 +9,10 @@ current directory on ``sys.path``, so a learner's ``torch.py`` is never imported
     kernel  -> referee   {"op": "result", "ok", "value" | "error", "args_after", ...}
     referee -> kernel    {"op": "verdict", "passed", "message", "checks", "internal"}
 
+In grading mode (``course grade``, ``course validate``) the grading command starts
+``python -I -m course_lib.grading._referee --zygote FD`` once, and forks a referee from it for
+each submission (``zygote``); the kernel connects to that referee's socket instead.
+
 Learner data is only ever loaded with ``torch.load(weights_only=True)``; the expected values
 never leave this process.
 """
@@ -126,7 +130,7 @@ def main() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Grading mode: started by `course grade`, not by the kernel
+# Grading mode: forked for `course grade` from a zygote, not started by the kernel
 # ------------------------------------------------------------------------------------------------
 
 HIDDEN_WITHHELD = (
@@ -183,21 +187,11 @@ def _serve_connection(conn: Any, seed: int, record_fd: int) -> None:
         channel.send(verdict)
 
 
-def serve(listen_fd: int, record_fd: int) -> None:
-    """Grading mode (``--serve LISTEN_FD RECORD_FD``): verdicts go to the grading command.
-
-    The grading command starts this process (the kernel does not), hands it a listening Unix
-    socket and, on stdin, one frame ``{"op": "grading", "seed": int}``; ``record_fd`` is the
-    record, one JSON line per verdict. Kernels connect to the socket; the seed reaches this
-    process only through its stdin, never through an environment variable or a file.
-    """
+def _serve_grading(listen_fd: int, record_fd: int, seed: int) -> None:
+    """A grading referee: kernels connect to ``listen_fd``; each verdict, judged with
+    ``seed``, is appended to ``record_fd`` (one JSON line) for the grading command."""
     import socket
 
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    control = Channel(sys.stdin.buffer, sys.stderr.buffer)
-    setup = control.receive()
-    seed = int(setup["seed"])
     import torch
 
     torch.set_num_threads(1)
@@ -212,8 +206,83 @@ def serve(listen_fd: int, record_fd: int) -> None:
             conn.close()
 
 
+def zygote(control_fd: int) -> None:
+    """Zygote mode (``--zygote CONTROL_FD``): import torch and every grader once, then fork a
+    fresh grading referee for each submission.
+
+    Importing torch costs a new referee about 2 CPU-seconds, as much as the rest of a small
+    submission's grading; a fork costs milliseconds. The zygote itself never runs a check, so
+    each referee starts from the same clean state, as a new process would.
+
+    ``control_fd`` is a Unix socket to the grading command, which sends JSON requests:
+
+    - ``{"op": "start", "seed": int}`` with three file descriptors attached (the listening
+      socket, the record, the referee's log): fork a referee serving them with that seed (the
+      seed never reaches an environment variable or a file); answers ``{"pid": int}``;
+    - ``{"op": "end", "pid": int}``: kill that referee and reap it; answers ``{"ok": true}``
+      (a referee is reaped only here, so its pid cannot be reused before it is killed).
+
+    When the grading command goes away (end of file), every referee still running is killed.
+    """
+    import json
+    import signal
+    import socket
+
+    import torch
+
+    from course_lib.grading._catalogue import EXERCISES
+
+    torch.set_num_threads(1)
+    for module in sorted({e.module for e in EXERCISES.values()} | {"training"}):
+        importlib.import_module(f"course_lib.grading.{module}")
+    control = socket.socket(fileno=control_fd)
+    children: set[int] = set()
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(control, 1 << 16, 3)
+        except OSError:
+            data, fds = b"", []
+        if not data:  # the grading command is gone
+            for pid in children:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            return
+        request = json.loads(data)
+        if request["op"] == "start":
+            listen_fd, record_fd, log_fd = fds
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:  # the referee
+                code = 0
+                try:
+                    control.close()
+                    os.setsid()
+                    devnull = os.open(os.devnull, os.O_RDWR)
+                    os.dup2(devnull, 0)
+                    os.dup2(log_fd, 1)
+                    os.dup2(log_fd, 2)
+                    sys.stdout = sys.stderr
+                    _serve_grading(listen_fd, record_fd, int(request["seed"]))
+                except BaseException:  # noqa: BLE001 -- say why in the log, never return
+                    traceback.print_exc()
+                    code = 1
+                finally:
+                    os._exit(code)
+            children.add(pid)
+            for fd in fds:
+                os.close(fd)
+            control.sendall(json.dumps({"pid": pid}).encode())
+        elif request["op"] == "end":
+            pid = int(request["pid"])
+            if pid in children:
+                children.discard(pid)
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            control.sendall(b'{"ok": true}')
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--serve"]:
-        serve(int(sys.argv[2]), int(sys.argv[3]))
+    if sys.argv[1:2] == ["--zygote"]:
+        zygote(int(sys.argv[2]))
     else:
         main()
