@@ -213,15 +213,39 @@ def test_int8_decoder_quantizes_every_product_and_stays_close():
     assert out.shape == (2, 17) and torch.equal(out[:, :12], ids)
 
 
+def test_int8_generate_reads_the_prompt_with_the_float32_model():
+    # The prompt goes through the float32 blocks in one pass: the first new token is the float32
+    # model's, and the cache holds the plain model's keys and values for the prompt positions.
+    model = tiny_llama()
+    ids = prompts(5, B=2, T=9)
+    int8 = StaticDecoder(model, batch_size=2, max_len=16, int8=True)
+    with torch.no_grad():
+        exact = model(ids, use_cache=True)
+        first = int8.step.prefill(ids)
+    assert torch.allclose(first, exact.logits[:, -1], rtol=0, atol=1e-5)  # the same operations
+    plain = exact.past_key_values
+    for layer in range(2):
+        assert torch.allclose(int8.cache.keys[layer, :, :, :9], plain.keys[layer], atol=1e-6)
+        assert torch.allclose(int8.cache.values[layer, :, :, :9], plain.values[layer], atol=1e-6)
+    out = int8.generate(ids, 4)
+    assert torch.equal(out[:, 9], exact.logits[:, -1].argmax(-1))
+    assert out.shape == (2, 13) and torch.equal(out[:, :9], ids)
+
+
 def test_int8_linear_is_a_quantized_product():
+    import course_lib.fast_decoding as fd
+
     torch.manual_seed(0)
     w, b, x = torch.randn(24, 40), torch.randn(24), torch.randn(5, 40)
-    got = Int8Linear(w, b)(x)
+    # the input bits quantize_int8 picks on this CPU: 8, or 7 where the kernel adds pairs of
+    # products in 16 bits (no VNNI, e.g. AVX2-only CPUs), whose sums 8 bits would overflow
+    got = Int8Linear(w, b, reduce_range=fd._int8_sums_saturate())(x)
     # error bound: weights off by <= half a step (max|w_row| / 255) each, inputs by half of
-    # (max x - min x) / 255; summed over 40 products, far below 10% of the output's size
+    # (max x - min x) / 255 (/ 127 with 7 bits); summed over 40 products, far below 10% of the
+    # output's size
     error = (got - (x @ w.T + b)).abs().max().item()
     assert 0 < error < 0.1 * (x @ w.T).abs().max().item(), error
-    assert torch.equal(Int8Linear(w, b)(x), got)  # deterministic
+    assert torch.equal(Int8Linear(w, b, reduce_range=fd._int8_sums_saturate())(x), got)
     # float16 weights: each off by <= 2**-11 of itself, so the sums by <= sum |x_i w_i| 2**-11
     # (plus float32 rounding)
     error = (Fp16Linear(w, b)(x) - (x @ w.T + b)).abs()
