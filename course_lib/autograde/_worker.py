@@ -153,7 +153,6 @@ def serve() -> None:
         for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             os.environ.setdefault(var, str(setup.threads))
     from course_lib.autograde._course import grading_env
-
     from course_lib.autograde._sandbox import referee_zygote
 
     with grading_env(None):
