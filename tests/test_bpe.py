@@ -470,12 +470,15 @@ def test_full_corpus_1000_vocab_trains_well_under_a_minute():
     from course_lib.data import shakespeare_text
 
     text = shakespeare_text()
-    start = time.perf_counter()
+    # CPU time of this process, not wall time: other jobs on a shared machine do not count. The
+    # bound is a guard against an accidentally quadratic merge loop (seconds here, far more
+    # then), with a wide margin for slower CPUs.
+    start = time.process_time()
     vocab, merges = train_vocab(text, 1000, ["<|endoftext|>"])
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     assert len(vocab) == 1000 and len(merges) == 1000 - 257
     assert merges[0] == (b" ", b"t")
-    assert elapsed < 60, f"train_vocab took {elapsed:.1f} s"
+    assert elapsed < 60, f"train_vocab took {elapsed:.1f} CPU-seconds"
 
 
 def test_docstring_examples_run():
