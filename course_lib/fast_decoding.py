@@ -416,20 +416,14 @@ class _LlamaStep:
         return lin["head"][0](norm["head"][0](x[:, -1]))  # (B, V): the last position only
 
     def prefill(self, input_ids: Tensor) -> Tensor:
-        """The prompt (B, T) at positions 0..T-1 through the float32 model's own blocks, in one
-        pass, its keys and values written to the cache; the logits of its last position (B, V).
+        """The prompt (B, T) at positions 0..T-1 through the float32 model's own ``logits``, in
+        one pass, its keys and values written to the cache; the logits of its last position (B, V).
 
         The int8 decoder starts this way: T prompt positions cost one matrix-matrix pass (the
         weights read once) instead of T int8 steps, and the prompt's keys and values are the
         float32 model's."""
-        m, c = self.model, self.config
         self.cache.lengths = [0] * len(self.cache.lengths)  # update() writes from position 0
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta)
-        x = m.model.embed_tokens(input_ids)
-        for block in m.model.layers:
-            x = block(x, cos, sin, self.cache)
-        return m.lm_head(m.model.norm(x[:, -1]))
+        return self.model.logits(input_ids, 0, self.cache)[:, -1]
 
 
 class _GPTStep:

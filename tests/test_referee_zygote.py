@@ -7,8 +7,11 @@ replaced; nothing outlives the grading command.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -111,10 +114,6 @@ def test_a_jail_does_not_wait_for_its_referee_to_start(tmp_path):
     # A new zygote spends seconds importing torch; the jail's kernel starts meanwhile (it
     # connects to the listening socket and waits for the hello). Here the zygote is frozen:
     # entering the jail must still return at once, and the referee serve once it thaws.
-    import os
-    import signal
-    import threading
-
     zygote = referee_zygote()
     os.kill(zygote.proc.pid, signal.SIGSTOP)
     jail = Jail(tmp_path, "5", unsafe=bool(sandbox_problem()))
