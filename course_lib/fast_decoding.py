@@ -175,11 +175,56 @@ def _rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + torch.cat((-x2, x1), dim=-1) * sin
 
 
+def _rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """``course_lib.llama.RMSNorm`` in one call: it normalises in float32, and for float32
+    inputs the fused ``F.rms_norm(x, ..., weight)`` gives the same bits as its two steps."""
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    return weight * F.rms_norm(x.float(), (x.shape[-1],), eps=eps).to(x.dtype)
+
+
 def _linear(weight: Tensor) -> nn.Linear:
     """A bias-free ``nn.Linear`` whose weight is ``weight`` (out, in), not a copy of it."""
     layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
     layer.weight = nn.Parameter(weight, requires_grad=False)
     return layer
+
+
+class _StreamedLinear(nn.Module):
+    """``x @ weight.T`` for matrix-vector products that wait on memory, on the CPU.
+
+    A decoding step multiplies one vector by each weight matrix, so its time is the time to
+    read the weights. Two changes read them faster (measured on 2-core Xeon and AMD EPYC VMs,
+    SmolLM2's matrices, float32, weights not in cache):
+
+    - the weight is stored transposed, (in, out) and contiguous, so the product streams it
+      row after row: 1.2x (layers) to 1.8x (output layer) faster than ``F.linear``;
+    - its columns are cut into ``parts`` blocks (one per thread), stored as one (parts, in,
+      out / parts) tensor, and ``torch.bmm`` multiplies the blocks on all threads at once: a
+      single product ran on one thread and read about 16 GB/s, the blocks about 22.
+
+    Same product, a copy of the weight; the sums are the same terms in the same order per
+    output, up to the kernel's blocking (float32 rounding).
+    """
+
+    def __init__(self, weight: Tensor, parts: int | None = None):
+        super().__init__()
+        out_features, in_features = weight.shape
+        parts = parts or torch.get_num_threads()
+        parts = max(p for p in range(1, parts + 1) if out_features % p == 0)
+        blocks = weight.detach().t().reshape(in_features, parts, out_features // parts)
+        self.weight_t = nn.Parameter(blocks.permute(1, 0, 2).contiguous(), requires_grad=False)
+        self.in_features, self.out_features, self.parts = in_features, out_features, parts
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.parts == 1:
+            return x @ self.weight_t[0]
+        rows = x.reshape(1, -1, self.in_features).expand(self.parts, -1, -1)
+        y = torch.bmm(rows, self.weight_t)  # (parts, rows, out / parts)
+        return y.transpose(0, 1).reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, {self.parts} blocks"
 
 
 def _quantized(fn, *args, **kwargs):
@@ -388,32 +433,58 @@ class _LlamaStep:
         if int8:  # down_proj's inputs have the largest outliers: float16 weights there
             linears["down"] = nn.ModuleList(Fp16Linear(d.weight) for d in linears["down"])
         self.norms = norms
-        self.linears = quantize_int8(linears) if int8 else linears
+        if int8:
+            self.linears = quantize_int8(linears)
+        else:
+            self.linears = nn.ModuleDict(
+                {k: nn.ModuleList(_StreamedLinear(m.weight) for m in v) for k, v in linears.items()}
+            )
         weight = model.model.embed_tokens.weight
         cos, sin = rope_cos_sin(cache.max_len, c.head_dim, c.rope_theta, device=weight.device)
         self.cos, self.sin = cos.to(weight.dtype), sin.to(weight.dtype)  # (max_len, D)
-        D = c.head_dim
-        self.sizes = (
-            c.num_attention_heads * D,
-            c.num_key_value_heads * D,
-            c.num_key_value_heads * D,
-        )
+        self.eps = c.rms_norm_eps
+        # each layer's weights and products, looked up once: a step runs 30 layers, and a
+        # module call or a dictionary lookup costs microseconds against a 30 us norm
+        lin = self.linears
+        self.layers = [
+            (
+                norms["qkv"][i].weight,
+                lin["qkv"][i].forward,
+                lin["o"][i].forward,
+                norms["gate_up"][i].weight,
+                lin["gate_up"][i].forward,
+                lin["down"][i].forward,
+            )
+            for i in range(c.num_hidden_layers)
+        ]
+        self.head = (norms["head"][0].weight, lin["head"][0].forward)
 
     def __call__(self, input_ids: Tensor, positions: Tensor) -> Tensor:
-        c, m, lin, norm = self.config, self.model, self.linears, self.norms
+        c, eps = self.config, self.eps
+        H, H_kv, D = c.num_attention_heads, c.num_key_value_heads, c.head_dim
         cos, sin = self.cos[positions], self.sin[positions]  # (T, D)
-        mask = _visible(positions, self.cache.max_len)
-        x = m.model.embed_tokens(input_ids)  # (B, T, C)
-        for i in range(c.num_hidden_layers):
-            q, k, v = lin["qkv"][i](norm["qkv"][i](x)).split(self.sizes, dim=-1)
-            q = _rope(_heads(q, c.num_attention_heads), cos, sin)  # (B, H, T, D)
-            k = _rope(_heads(k, c.num_key_value_heads), cos, sin)  # (B, H_kv, T, D)
-            k, v = self.cache.write(i, positions, k, _heads(v, c.num_key_value_heads))
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-            x = x + lin["o"][i](y.transpose(1, 2).flatten(2))
-            gate, up = lin["gate_up"][i](norm["gate_up"][i](x)).chunk(2, dim=-1)
-            x = x + lin["down"][i](F.silu(gate) * up)
-        return lin["head"][0](norm["head"][0](x[:, -1]))  # (B, V): the last position only
+        # one additive mask for every layer (-inf where a position is not visible)
+        visible = _visible(positions, self.cache.max_len)
+        mask = torch.zeros(visible.shape, dtype=cos.dtype, device=cos.device)
+        mask.masked_fill_(~visible, float("-inf"))
+        x = self.model.model.embed_tokens(input_ids)  # (B, T, C)
+        B, T, C = x.shape
+        keys, values = self.cache.keys, self.cache.values
+        for i, (norm1, qkv, o, norm2, gate_up, down) in enumerate(self.layers):
+            h = qkv(_rms_norm(x, norm1, eps))  # (B, T, (H + 2 H_kv) D)
+            # RoPE on the H query heads and H_kv key heads at once: they sit side by side
+            qk = _rope(h[..., : (H + H_kv) * D].view(B, T, H + H_kv, D).transpose(1, 2), cos, sin)
+            v = h[..., (H + H_kv) * D :].view(B, T, H_kv, D).transpose(1, 2)
+            keys[i].index_copy_(2, positions, qk[:, H:])
+            values[i].index_copy_(2, positions, v)
+            y = F.scaled_dot_product_attention(
+                qk[:, :H], keys[i], values[i], attn_mask=mask, enable_gqa=True
+            )
+            x = x + o(y.transpose(1, 2).flatten(2))
+            gate, up = gate_up(_rms_norm(x, norm2, eps)).chunk(2, dim=-1)
+            x = x + down(F.silu(gate) * up)
+        norm, head = self.head
+        return head(_rms_norm(x[:, -1], norm, eps))  # (B, V): the last position only
 
     def prefill(self, input_ids: Tensor) -> Tensor:
         """The prompt (B, T) at positions 0..T-1 through the float32 model's own ``logits``, in
