@@ -22,8 +22,8 @@ plain default):
 - **int8 weights (opt-in, CPU).** ``StaticDecoder(..., int8=True)`` runs the step's matrix
   products with int8 weights and 8-bit inputs (:func:`quantize_int8`), after moving the
   activations' outlier channels into the weights (:func:`smooth`, calibrated on a text you
-  give it); ``down_proj``, whose inputs have the worst outliers, gets float16 weights
-  (:class:`Fp16Linear`). Several times faster per token, and no longer equal to the float32
+  give it); ``down_proj``, whose inputs have the worst outliers, and the output layer get
+  float16 weights (:class:`Fp16Linear`). Several times faster per token, and no longer equal to the float32
   model (SmolLM2: perplexity within 2%, see BENCHMARKS.md).
 
 The step is written over the model's own modules and weights (our ``GPT`` and ``Llama``), so
@@ -376,12 +376,19 @@ def _max_inputs(model: nn.Module, norms: list[nn.Module], calibration: Tensor) -
     return [found[norm] for norm in norms]
 
 
+# the int8 step's products that keep float16 weights: down_proj's inputs have the worst
+# outliers, and the output layer's error goes straight into the logits (SmolLM2 on an AVX2 CPU,
+# 7-bit inputs: int8 there +2.10% perplexity, float16 +1.24%, for about 1 ms per token)
+_FP16_WEIGHTS = ("down", "head")
+
+
 class _LlamaStep:
     """``Llama.forward`` for tokens at given positions, on a static cache; logits of the last
     position. Its matrix products are five lists of ``nn.Linear`` (q/k/v fused, o, gate/up
     fused, down, and the output layer), and the RMSNorms feeding three of them are lists too, so
     that ``int8=True`` can smooth those three (:func:`smooth`, when given ``calibration`` ids),
-    give ``down`` float16 weights and the other four int8 ones (:func:`quantize_int8`)."""
+    give ``down`` and the output layer float16 weights and the other three int8 ones
+    (:func:`quantize_int8`)."""
 
     def __init__(
         self,
@@ -430,8 +437,9 @@ class _LlamaStep:
             found = _max_inputs(model, [n for n, _, _ in pairs], calibration)
             for (norm, key, i), max_input in zip(pairs, found):
                 norms[key][i], linears[key][i] = smooth(norm, linears[key][i], max_input)
-        if int8:  # down_proj's inputs have the largest outliers: float16 weights there
-            linears["down"] = nn.ModuleList(Fp16Linear(d.weight) for d in linears["down"])
+        if int8:
+            for key in _FP16_WEIGHTS:
+                linears[key] = nn.ModuleList(Fp16Linear(d.weight) for d in linears[key])
         self.norms = norms
         if int8:
             self.linears = quantize_int8(linears)
@@ -579,9 +587,10 @@ class StaticDecoder:
         max_len: longest prompt + new tokens (the cache's length).
         cuda_graph: record the decoding step as a CUDA graph; None means "when on CUDA".
         compile: ``torch.compile`` the step (fuses elementwise work; compiling takes a while).
-        int8: run the step's matrix products (output layer included) with int8 weights and
-            8-bit inputs, see :func:`quantize_int8`, except ``down_proj``: float16 weights
-            (SmolLM2's perplexity: +1.6% from 8-bit ``down_proj`` inputs alone, measured).
+        int8: run the step's matrix products with int8 weights and 8-bit inputs, see
+            :func:`quantize_int8`, except ``down_proj`` and the output layer: float16 weights
+            (SmolLM2's perplexity: +1.6% from 8-bit ``down_proj`` inputs alone; with 7-bit
+            inputs, an int8 output layer costs +0.9%, measured).
             CPU and ``Llama`` only. Faster, and no longer equal to the float32 model:
             :meth:`logits` gives its logits, to measure how far it is. :meth:`generate` reads
             the prompt with the float32 model (one pass; its keys and values are exact) and

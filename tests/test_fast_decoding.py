@@ -198,9 +198,10 @@ def test_int8_decoder_quantizes_every_product_and_stays_close():
     ids = prompts(97, B=2, T=12)
     int8 = StaticDecoder(model, batch_size=2, max_len=20, int8=True)
     kinds = [type(m) for m in int8.step.linears.modules()]
-    assert kinds.count(Int8Linear) == 2 * 3 + 1  # qkv, o, gate_up per layer, and the head
-    assert kinds.count(Fp16Linear) == 2 and torch.nn.Linear not in kinds  # down_proj
+    assert kinds.count(Int8Linear) == 2 * 3  # qkv, o, gate_up per layer
+    assert kinds.count(Fp16Linear) == 2 + 1 and torch.nn.Linear not in kinds  # down, the head
     assert all(isinstance(m, Fp16Linear) for m in int8.step.linears["down"])
+    assert isinstance(int8.step.linears["head"][0], Fp16Linear)
     assert model.lm_head.weight.dtype == torch.float32  # the model itself is left alone
     with torch.no_grad():
         exact = model(ids).logits
