@@ -636,7 +636,7 @@ def main(argv: list[str] | None = None) -> int:
             smol,
             prompts if not args.quick else prompts[:1],
             fast_n,
-            max(3, repeats // 2),
+            repeats,  # the rows with goals: as many repeats as the rest (their noise is large)
             device,
             report,
             calibration=calibration_ids(smol_tok) if device.type == "cpu" else None,

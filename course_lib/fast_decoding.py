@@ -23,8 +23,8 @@ plain default):
   products with int8 weights and 8-bit inputs (:func:`quantize_int8`), after moving the
   activations' outlier channels into the weights (:func:`smooth`, calibrated on a text you
   give it); ``down_proj``, whose inputs have the worst outliers, and the output layer get
-  float16 weights (:class:`Fp16Linear`). Several times faster per token, and no longer equal to the float32
-  model (SmolLM2: perplexity within 2%, see BENCHMARKS.md).
+  float16 weights (:class:`Fp16Linear`). Several times faster per token, and no longer equal
+  to the float32 model (SmolLM2: perplexity within 2%, see BENCHMARKS.md).
 
 The step is written over the model's own modules and weights (our ``GPT`` and ``Llama``), so
 ``tests/test_fast_decoding.py`` can prove that it returns the same tokens as ``generate`` and
@@ -203,8 +203,8 @@ class _StreamedLinear(nn.Module):
       out / parts) tensor, and ``torch.bmm`` multiplies the blocks on all threads at once: a
       single product ran on one thread and read about 16 GB/s, the blocks about 22.
 
-    Same product, a copy of the weight; the sums are the same terms in the same order per
-    output, up to the kernel's blocking (float32 rounding).
+    The same product up to rounding (the kernel may add the terms in another order), from a
+    copy of the weight. Used on the CPU only: a GPU keeps the model's own layers.
     """
 
     def __init__(self, weight: Tensor, parts: int | None = None):
@@ -316,11 +316,10 @@ def quantize_int8(module: nn.Module) -> nn.Module:
             "with calibration, +8% without)",
             stacklevel=2,
         )
-    for name, child in module.named_children():
-        if isinstance(child, nn.Linear):
-            setattr(module, name, Int8Linear(child.weight, child.bias, reduce_range))
-        else:
-            quantize_int8(child)
+    for parent in module.modules():  # the check and the warning once, not once per submodule
+        for name, child in parent.named_children():
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, Int8Linear(child.weight, child.bias, reduce_range))
     return module
 
 
@@ -441,13 +440,13 @@ class _LlamaStep:
             for key in _FP16_WEIGHTS:
                 linears[key] = nn.ModuleList(Fp16Linear(d.weight) for d in linears[key])
         self.norms = norms
-        if int8:
-            self.linears = quantize_int8(linears)
-        else:
-            self.linears = nn.ModuleDict(
-                {k: nn.ModuleList(_StreamedLinear(m.weight) for m in v) for k, v in linears.items()}
-            )
         weight = model.model.embed_tokens.weight
+        if int8:
+            quantize_int8(linears)
+        elif weight.device.type == "cpu":  # a step there waits on reading the weights
+            for key, layers in linears.items():
+                linears[key] = nn.ModuleList(_StreamedLinear(m.weight) for m in layers)
+        self.linears = linears
         cos, sin = rope_cos_sin(cache.max_len, c.head_dim, c.rope_theta, device=weight.device)
         self.cos, self.sin = cos.to(weight.dtype), sin.to(weight.dtype)  # (max_len, D)
         self.eps = c.rms_norm_eps
@@ -495,14 +494,21 @@ class _LlamaStep:
         return head(_rms_norm(x[:, -1], norm, eps))  # (B, V): the last position only
 
     def prefill(self, input_ids: Tensor) -> Tensor:
-        """The prompt (B, T) at positions 0..T-1 through the float32 model's own ``logits``, in
-        one pass, its keys and values written to the cache; the logits of its last position (B, V).
+        """The prompt (B, T) at positions 0..T-1 through the float32 model's own blocks, in one
+        pass, its keys and values written to the cache; the logits of its last position (B, V).
 
         The int8 decoder starts this way: T prompt positions cost one matrix-matrix pass (the
         weights read once) instead of T int8 steps, and the prompt's keys and values are the
-        float32 model's."""
+        float32 model's. ``Llama.logits`` without its output layer on the first T - 1
+        positions (2 GFLOP for SmolLM2 and a 35-token prompt, about 25 ms here)."""
+        m, c = self.model, self.config
         self.cache.lengths = [0] * len(self.cache.lengths)  # update() writes from position 0
-        return self.model.logits(input_ids, 0, self.cache)[:, -1]
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta)  # as Llama.logits
+        x = m.model.embed_tokens(input_ids)
+        for block in m.model.layers:
+            x = block(x, cos, sin, self.cache)
+        return m.lm_head(m.model.norm(x[:, -1]))
 
 
 class _GPTStep:

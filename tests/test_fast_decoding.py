@@ -251,6 +251,14 @@ def test_streamed_linear_is_the_same_product(parts):
     assert _StreamedLinear(torch.randn(10, 4), parts=4).parts == 2
 
 
+def test_the_float32_step_on_the_cpu_streams_every_product():
+    from course_lib.fast_decoding import _StreamedLinear
+
+    step = StaticDecoder(tiny_llama(), 1, 8).step
+    products = [m for layers in step.linears.values() for m in layers]
+    assert len(products) == 4 * 2 + 1 and all(isinstance(m, _StreamedLinear) for m in products)
+
+
 def test_int8_linear_is_a_quantized_product():
     import course_lib.fast_decoding as fd
 
@@ -280,10 +288,13 @@ def test_quantize_int8_falls_back_to_7_bit_inputs_where_8_could_overflow(monkeyp
         False,
     ] or fd._int8_sums_saturate()
     monkeypatch.setattr(fd, "_int8_sums_saturate", lambda: True)
-    layers = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-    with pytest.warns(UserWarning, match="7 bits"):
+    layers = torch.nn.Sequential(
+        torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Sequential(torch.nn.Linear(8, 2))
+    )
+    with pytest.warns(UserWarning, match="7 bits") as warned:
         fd.quantize_int8(layers)
-    assert layers[0].reduce_range and layers[2].reduce_range
+    assert len(warned) == 1  # once per call, not once per submodule
+    assert layers[0].reduce_range and layers[2][0].reduce_range
 
 
 def test_smooth_keeps_the_product_and_balances_the_ranges():
