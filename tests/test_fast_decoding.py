@@ -241,13 +241,13 @@ def test_streamed_linear_is_the_same_product(parts):
     torch.manual_seed(0)
     w = torch.randn(12, 40, dtype=torch.float64)
     layer = _StreamedLinear(w, parts)
-    # 12 columns split into the most blocks <= parts that divide them
-    assert layer.parts == {1: 1, 2: 2, 3: 3, 4: 4}[parts]
+    assert layer.parts == parts  # 12 columns divide into 1 to 4 blocks
     assert layer.weight_t.shape == (layer.parts, 40, 12 // layer.parts)
     for shape in [(40,), (1, 40), (1, 1, 40), (2, 5, 40)]:  # a vector, a step, a prompt
         x = torch.randn(shape, dtype=torch.float64)
         torch.testing.assert_close(layer(x), x @ w.T, rtol=0, atol=1e-12)
-    assert _StreamedLinear(torch.randn(7, 4), parts=4).parts == 1  # 7 is prime
+    # otherwise the most blocks <= parts that divide the columns
+    assert _StreamedLinear(torch.randn(7, 4), parts=4).parts == 1
     assert _StreamedLinear(torch.randn(10, 4), parts=4).parts == 2
 
 
