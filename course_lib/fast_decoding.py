@@ -377,7 +377,7 @@ def _max_inputs(model: nn.Module, norms: list[nn.Module], calibration: Tensor) -
 
 # the int8 step's products that keep float16 weights: down_proj's inputs have the worst
 # outliers, and the output layer's error goes straight into the logits (SmolLM2 on an AVX2 CPU,
-# 7-bit inputs: int8 there +2.10% perplexity, float16 +1.24%, for about 1 ms per token)
+# 7-bit inputs: int8 there +2.10% perplexity, float16 +1.24%, for about 3 ms per token)
 _FP16_WEIGHTS = ("down", "head")
 
 
