@@ -194,14 +194,14 @@ class _StreamedLinear(nn.Module):
     """``x @ weight.T`` for matrix-vector products that wait on memory, on the CPU.
 
     A decoding step multiplies one vector by each weight matrix, so its time is the time to
-    read the weights. Two changes read them faster (measured on 2-core Xeon and AMD EPYC VMs,
+    read the weights. Two changes read them faster (measured on a 2-core AMD EPYC VM,
     SmolLM2's matrices, float32, weights not in cache):
 
     - the weight is stored transposed, (in, out) and contiguous, so the product streams it
-      row after row: 1.2x (layers) to 1.8x (output layer) faster than ``F.linear``;
+      row after row: 1.2x (layers) to 1.7x (output layer) faster than ``F.linear``;
     - its columns are cut into ``parts`` blocks (one per thread), stored as one (parts, in,
       out / parts) tensor, and ``torch.bmm`` multiplies the blocks on all threads at once: a
-      single product ran on one thread and read about 16 GB/s, the blocks about 22.
+      single product read about 16 GB/s, on 1 thread as on 2, the blocks about 22.
 
     The same product up to rounding (the kernel may add the terms in another order), from a
     copy of the weight. Used on the CPU only: a GPU keeps the model's own layers.
@@ -436,17 +436,15 @@ class _LlamaStep:
             found = _max_inputs(model, [n for n, _, _ in pairs], calibration)
             for (norm, key, i), max_input in zip(pairs, found):
                 norms[key][i], linears[key][i] = smooth(norm, linears[key][i], max_input)
+        weight = model.model.embed_tokens.weight
         if int8:
             for key in _FP16_WEIGHTS:
                 linears[key] = nn.ModuleList(Fp16Linear(d.weight) for d in linears[key])
-        self.norms = norms
-        weight = model.model.embed_tokens.weight
-        if int8:
             quantize_int8(linears)
         elif weight.device.type == "cpu":  # a step there waits on reading the weights
             for key, layers in linears.items():
                 linears[key] = nn.ModuleList(_StreamedLinear(m.weight) for m in layers)
-        self.linears = linears
+        self.norms, self.linears = norms, linears
         cos, sin = rope_cos_sin(cache.max_len, c.head_dim, c.rope_theta, device=weight.device)
         self.cos, self.sin = cos.to(weight.dtype), sin.to(weight.dtype)  # (max_len, D)
         self.eps = c.rms_norm_eps
@@ -475,18 +473,14 @@ class _LlamaStep:
         mask = torch.zeros(visible.shape, dtype=cos.dtype, device=cos.device)
         mask.masked_fill_(~visible, float("-inf"))
         x = self.model.model.embed_tokens(input_ids)  # (B, T, C)
-        B, T, C = x.shape
-        keys, values = self.cache.keys, self.cache.values
+        B, T, _ = x.shape
         for i, (norm1, qkv, o, norm2, gate_up, down) in enumerate(self.layers):
             h = qkv(_rms_norm(x, norm1, eps))  # (B, T, (H + 2 H_kv) D)
             # RoPE on the H query heads and H_kv key heads at once: they sit side by side
             qk = _rope(h[..., : (H + H_kv) * D].view(B, T, H + H_kv, D).transpose(1, 2), cos, sin)
             v = h[..., (H + H_kv) * D :].view(B, T, H_kv, D).transpose(1, 2)
-            keys[i].index_copy_(2, positions, qk[:, H:])
-            values[i].index_copy_(2, positions, v)
-            y = F.scaled_dot_product_attention(
-                qk[:, :H], keys[i], values[i], attn_mask=mask, enable_gqa=True
-            )
+            k, v = self.cache.write(i, positions, qk[:, H:], v)
+            y = F.scaled_dot_product_attention(qk[:, :H], k, v, attn_mask=mask, enable_gqa=True)
             x = x + o(y.transpose(1, 2).flatten(2))
             gate, up = gate_up(_rms_norm(x, norm2, eps)).chunk(2, dim=-1)
             x = x + down(F.silu(gate) * up)
@@ -494,21 +488,15 @@ class _LlamaStep:
         return head(_rms_norm(x[:, -1], norm, eps))  # (B, V): the last position only
 
     def prefill(self, input_ids: Tensor) -> Tensor:
-        """The prompt (B, T) at positions 0..T-1 through the float32 model's own blocks, in one
-        pass, its keys and values written to the cache; the logits of its last position (B, V).
+        """The prompt (B, T) at positions 0..T-1 through the float32 model's own ``logits``, in
+        one pass, its keys and values written to the cache; the logits of its last position (B, V).
 
         The int8 decoder starts this way: T prompt positions cost one matrix-matrix pass (the
         weights read once) instead of T int8 steps, and the prompt's keys and values are the
-        float32 model's. ``Llama.logits`` without its output layer on the first T - 1
-        positions (2 GFLOP for SmolLM2 and a 35-token prompt, about 25 ms here)."""
-        m, c = self.model, self.config
+        float32 model's. (The output layer on the other T - 1 positions is wasted: about 25 ms
+        for SmolLM2 and a 35-token prompt, not worth a second copy of ``Llama.logits``.)"""
         self.cache.lengths = [0] * len(self.cache.lengths)  # update() writes from position 0
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        cos, sin = rope_cos_sin(positions, c.head_dim, c.rope_theta)  # as Llama.logits
-        x = m.model.embed_tokens(input_ids)
-        for block in m.model.layers:
-            x = block(x, cos, sin, self.cache)
-        return m.lm_head(m.model.norm(x[:, -1]))
+        return self.model.logits(input_ids, 0, self.cache)[:, -1]
 
 
 class _GPTStep:
