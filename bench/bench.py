@@ -14,7 +14,8 @@ is faster) or in tokens per second (> 1: ours is faster), as the column says.
 
 Rows:
   train step   as course_lib.training.train runs it: lm_loss, backward, fused AdamW;
-               course-GPT shape, batch 16 x 128 (--compile: also ours under torch.compile)
+               course-GPT shape, batch 16 x 128 (--compile: also ours under torch.compile);
+               with the step's matrix products alone, the floor under both models' steps
   GPT-2 shape  (CUDA, or --gpt2-rows) the same step at GPT-2 small's shape, batch 16 x 1024,
                bf16 autocast: ours eager, ours under torch.compile, HF eager; ms and MFU
   inference    forward in eval mode without gradients, batch 16 x 128
@@ -87,6 +88,35 @@ def train_step(model, optimizer, x, y, loss_fn=lm_loss, autocast=None):
         optimizer.step()
 
     return step
+
+
+def matrix_products(model, batch_tokens):
+    """The matrix products of one training step of ``model``, and nothing else.
+
+    For every ``nn.Linear`` (the tied output layer included) with weight W (out, in): the
+    forward ``a @ W.T`` and the two backward products, ``g @ W`` (the input's gradient) and
+    ``g.T @ a`` (the weight's), on random activations ``a`` (N, in) and gradients ``g``
+    (N, out) for N = ``batch_tokens``. Hugging Face's GPT-2 multiplies the same shapes (its
+    ``Conv1D`` stores W transposed), so this time is a floor under both models' steps: what is
+    left of a step once the products are done is what a faster implementation can save.
+    """
+    with torch.no_grad():
+        weights = [m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        ref = weights[0]
+        pairs = [
+            (
+                torch.randn(batch_tokens, w.shape[1], device=ref.device, dtype=ref.dtype),
+                torch.randn(batch_tokens, w.shape[0], device=ref.device, dtype=ref.dtype),
+            )
+            for w in weights
+        ]
+
+    @torch.no_grad()
+    def run():
+        for w, (a, g) in zip(weights, pairs):
+            a @ w.T, g @ w, g.T @ a
+
+    return run
 
 
 def forward(model, x):
@@ -462,7 +492,11 @@ def main(argv: list[str] | None = None) -> int:
         opt_hf = configure_optimizer(hf_gpt, lr=1e-4, fast=True)  # what training.train uses
         opt_ours = configure_optimizer(ours_gpt, lr=1e-4, fast=True)
         t = time_alternately(
-            {"ours": train_step(ours_gpt, opt_ours, x, y), "hf": train_step(hf_gpt, opt_hf, x, y)},
+            {
+                "ours": train_step(ours_gpt, opt_ours, x, y),
+                "hf": train_step(hf_gpt, opt_hf, x, y),
+                "products": matrix_products(ours_gpt, x.numel()),
+            },
             repeats,
             device,
         )
@@ -473,6 +507,14 @@ def main(argv: list[str] | None = None) -> int:
             t["ours"] / t["hf"],
             "time",
             "<= 0.70",
+        )
+        report(
+            "  its matrix products alone (a floor for both)",
+            f"{t['products'] * 1e3:.1f} ms",
+            f"{t['hf'] * 1e3:.1f} ms",
+            t["products"] / t["hf"],
+            "time",
+            "info",
         )
         if args.compile:  # opt-in: inductor needs a C++ compiler on the CPU and compiles slowly
             compiled_gpt = GPT.from_hf(hf_gpt).to(device).train()

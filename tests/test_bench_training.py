@@ -38,6 +38,18 @@ def test_train_step_flops_equals_torchs_flop_counter(bench):
     assert bench.train_step_flops(config, 3, 16) == counter.get_total_flops()
 
 
+def test_matrix_products_are_the_steps_products_without_attention(bench):
+    """The floor row runs each weight matrix's three products once: the step's FLOPs less the
+    attention scores and sums (2 * 2 * T * C per token and layer, three times for backward)."""
+    config = GPTConfig(vocab_size=50, n_positions=16, n_embd=16, n_layer=2, n_head=2)
+    B, T = 3, 16
+    run = bench.matrix_products(GPT(config), B * T)
+    with FlopCounterMode(display=False) as counter:
+        run()
+    attention = 3 * config.n_layer * 2 * 2 * T * config.n_embd * B * T
+    assert counter.get_total_flops() == bench.train_step_flops(config, B, T) - attention
+
+
 def test_train_step_flops_of_gpt2_small(bench):
     # 6 N + 12 L C T per token, N = the 123,532,032 weights of the matrix products (by hand)
     per_token = 6 * (12 * 12 * 768**2 + 50257 * 768) + 12 * 12 * 768 * 1024
