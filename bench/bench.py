@@ -100,16 +100,14 @@ def matrix_products(model, batch_tokens):
     ``Conv1D`` stores W transposed), so this time is a floor under both models' steps: what is
     left of a step once the products are done is what a faster implementation can save.
     """
-    with torch.no_grad():
-        weights = [m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.Linear)]
-        ref = weights[0]
-        pairs = [
-            (
-                torch.randn(batch_tokens, w.shape[1], device=ref.device, dtype=ref.dtype),
-                torch.randn(batch_tokens, w.shape[0], device=ref.device, dtype=ref.dtype),
-            )
-            for w in weights
-        ]
+    weights = [m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    pairs = [
+        (
+            torch.randn(batch_tokens, w.shape[1], device=w.device, dtype=w.dtype),
+            torch.randn(batch_tokens, w.shape[0], device=w.device, dtype=w.dtype),
+        )
+        for w in weights
+    ]
 
     @torch.no_grad()
     def run():
